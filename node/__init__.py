@@ -1,0 +1,1 @@
+"""fedledger node package."""
