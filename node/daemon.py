@@ -1,0 +1,159 @@
+"""The node process: one `trio.run`, one root nursery, services started in order.
+
+Service order: p2p host (so peers can reach us), then the chain services,
+then the operator RPC (so `status` never answers before the node can).
+SIGINT/SIGTERM cancel the root nursery; every service cleans up in its
+`finally` (the libp2p host closes its sockets, stores flush and close).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from ledger.codec import CodecError, decode
+from node.config import NodeConfig
+from node.events import EventBus
+from node.home import Home
+from node.logs import get_logger
+from node.metrics import NodeMetrics
+from node.p2p import P2PNode, Validation, parse_listen_multiaddr, parse_peer_multiaddr
+from node.rpc.core import register_core
+from node.rpc.jsonrpc import Registry
+from node.rpc.server import RPCApp, serve_rpc
+
+SHUTDOWN_GRACE_S = 4.0
+
+
+@dataclass
+class Overrides:
+    """Command-line overrides of config.toml."""
+
+    bootstrap: Sequence[str] = ()
+    listen: Sequence[str] = ()
+    rpc: str | None = None
+    log_format: str | None = None
+    log_level: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def apply_overrides(cfg: NodeConfig, ov: Overrides) -> NodeConfig:
+    """Validate and apply CLI overrides; raises BadMultiaddr naming a bad address."""
+    for a in ov.bootstrap:
+        parse_peer_multiaddr(a)
+    for a in ov.listen:
+        parse_listen_multiaddr(a)
+    if ov.bootstrap:
+        cfg.p2p.bootstrap = list(dict.fromkeys([*cfg.p2p.bootstrap, *ov.bootstrap]))
+    if ov.listen:
+        cfg.p2p.listen = list(ov.listen)
+    if ov.rpc:
+        cfg.rpc.laddr = ov.rpc
+    if ov.log_format:
+        cfg.log_format = ov.log_format
+    if ov.log_level:
+        cfg.log_level = ov.log_level
+    cfg.validate()
+    return cfg
+
+
+def _decodable(origin: str, data: bytes) -> Validation:
+    """Default gossip validator until a service installs its own: canonical msgpack only."""
+    try:
+        return Validation.accept(decode(data))
+    except CodecError as e:
+        return Validation.reject(f"undecodable: {e}")
+
+
+class Node:
+    """Wires the services of one node; `run` runs them until cancelled."""
+
+    TOPICS = ("consensus", "txs", "blocks", "evidence")
+
+    def __init__(self, home: Home, cfg: NodeConfig) -> None:
+        self.home = home
+        self.cfg = cfg
+        self.genesis_doc = home.load_genesis_doc()
+        self.chain_id: str = self.genesis_doc["chain_id"]
+        self.node_key = home.load_node_key()
+        self.validator_key = home.load_validator_key()
+        self.log = get_logger("fedledger.node", moniker=cfg.moniker)
+        self.metrics = NodeMetrics()
+        self.events = EventBus()
+        self.rpc = Registry()
+        self.p2p = P2PNode(self.node_key, cfg.p2p, self.chain_id,
+                           get_logger("fedledger.p2p", moniker=cfg.moniker))
+        self.rpc_laddr = cfg.rpc.laddr
+        self.started_at = time.time()
+        self.ready = trio.Event()
+        self._topic_handlers: dict[str, tuple[Any, Any]] = {
+            t: (_decodable, self._ignore) for t in self.TOPICS
+        }
+        register_core(self.rpc, self)
+
+    async def _ignore(self, origin: str, value: Any) -> None:
+        return None
+
+    # Hooks later services fill in -------------------------------------------------
+
+    def chain_info(self) -> dict[str, Any]:
+        return {"height": 0, "hash": "", "app_hash": "", "time": self.genesis_doc.get(
+            "genesis_time", ""), "earliest_height": 0, "catching_up": False}
+
+    def voting_power(self) -> int:
+        me = self.validator_key.address.hex()
+        for v in self.genesis_doc.get("validators", []):
+            if str(v.get("address", "")).lower() == me:
+                try:
+                    return int(v.get("power", 0))
+                except (TypeError, ValueError):
+                    return 0
+        return 0
+
+    # Lifecycle ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        for name, (validator, handler) in self._topic_handlers.items():
+            self.p2p.add_topic(name, validator, handler)
+        app = RPCApp(
+            self.rpc,
+            max_body_bytes=self.cfg.rpc.max_body_bytes,
+            max_batch=self.cfg.rpc.max_batch,
+            max_connections=self.cfg.rpc.max_connections,
+            operator_token=self.home.operator_token(),
+            metrics=self._metrics_exposition,
+            events=self.events,
+            log=get_logger("fedledger.rpc", moniker=self.cfg.moniker),
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.p2p.run)
+            bound = await nursery.start(serve_rpc, app, self.cfg.rpc.laddr)
+            if bound:
+                self.rpc_laddr = str(bound[0]).removeprefix("http://")
+            self.log.info("node started", chain_id=self.chain_id, peer_id=self.p2p.peer_id,
+                          rpc=self.rpc_laddr, validator=self.validator_key.address.hex())
+            self.ready.set()
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _metrics_exposition(self) -> bytes:
+        self.metrics.peers.set(len(self.p2p.connected_peers()))
+        return self.metrics.exposition()
+
+
+async def run_until_signalled(node: Node) -> None:
+    """Run the node; SIGINT/SIGTERM stop it cleanly (exit code 0)."""
+    log = node.log
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node.run)
+            async for signum in signals:
+                log.info("shutting down", signal=signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+    log.info("stopped")

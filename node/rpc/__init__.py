@@ -1,0 +1,1 @@
+"""Operator JSON-RPC 2.0 over HTTP (and a websocket for subscriptions)."""
