@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cli import content, fl_cmd, keys, query, task, tx
-from cli.common import HomeOpt, JsonOpt, RpcOpt, RPCCallError, console, fail, print_json, rpc_call
+from cli import content, demo, fl_cmd, keys, query, task, tx
+from cli.common import HomeOpt, JsonOpt, RPCCallError, RpcOpt, console, fail, print_json, rpc_call
 
 app = typer.Typer(
     name="fedledger",
@@ -25,6 +25,7 @@ app.add_typer(query.app, name="query", help="Query chain state over RPC.")
 app.add_typer(content.app, name="content", help="Content store: add, get, pin, gc.")
 app.add_typer(fl_cmd.app, name="fl", help="Federated learning engine (no chain): simulate.")
 app.add_typer(task.app, name="task", help="FL tasks on the chain.")
+app.command("demo")(demo.demo)
 
 
 @app.command()

@@ -212,6 +212,9 @@ class P2PNode:
         self.peer_id = node_key.peer_id
         self.on_peer_connected: Callable[[str], None] | None = None
         self.connect_count: dict[str, int] = {}
+        # every muxed connection ever opened, so shutdown can close the ones py-libp2p
+        # forgets (a deduplicated SwarmConn can drop out of its table with its socket open)
+        self._muxed: dict[str, list[Any]] = {}
 
     # ------------------------------------------------------------ registration
 
@@ -244,7 +247,9 @@ class P2PNode:
             enlarge_pubsub_queues(self.cfg.gossip_queue_size)
         self.host = new_host(
             key_pair=self.node_key.key_pair(),
+            # one connection per peer: avoids a ~250 ms happy-eyeballs dial delay
             connection_config=ConnectionConfig(max_connections_per_peer=1),
+            muxer_preference="MPLEX" if self.cfg.muxer == "mplex" else "YAMUX",
         )
         self.router = GossipSub(
             protocols=[PROTOCOL_ID_V12, PROTOCOL_ID_V11],
@@ -255,7 +260,8 @@ class P2PNode:
             heartbeat_initial_delay=0.1,
             spam_protection_enabled=not self.wk.disable_spam_protection,
         )
-        self.pubsub = Pubsub(self.host, self.router, max_inbound_rpc_size=2 * 1024 * 1024)
+        self.pubsub = Pubsub(self.host, self.router, max_inbound_rpc_size=2 * 1024 * 1024,
+                             strict_signing=self.cfg.sign_messages)
         if self.wk.time_ns_seqno:
             self.pubsub.counter = time.time_ns()
         for t in self._topics.values():
@@ -293,6 +299,7 @@ class P2PNode:
                 # Trap 5: leaving host.run() leaves sockets open; peers would never notice.
                 with trio.CancelScope(shield=True), trio.move_on_after(4):
                     await self.host.close()
+                    await self._close_leftover_connections()
 
     # ------------------------------------------------------------ gossip
 
@@ -379,6 +386,23 @@ class P2PNode:
             await self.host.disconnect(ID.from_base58(peer))
         except Exception as e:
             self.log.debug("disconnect failed", peer=peer, error=repr(e))
+        await self._close_leftover_connections(peer)
+
+    async def _close_leftover_connections(self, peer: str | None = None) -> None:
+        """Close muxed connections (and their sockets) that py-libp2p left open."""
+        peers = [peer] if peer is not None else list(self._muxed)
+        for p in peers:
+            for m in self._muxed.pop(p, []):
+                if getattr(m, "is_closed", False) and not _socket_open(m):
+                    continue
+                with trio.move_on_after(1):
+                    try:
+                        await m.close()
+                    except Exception:
+                        pass
+                    sock = _socket_stream(m)
+                    if sock is not None:
+                        await sock.aclose()
 
     def connected_peers(self) -> list[str]:
         if self.host is None:
@@ -392,7 +416,7 @@ class P2PNode:
 
     def peer_details(self) -> list[dict[str, Any]]:
         """Connected peers with remote addresses and negotiated protocols (net_info)."""
-        out = []
+        out: list[dict[str, Any]] = []
         if self.host is None:
             return out
         net = self.host.get_network()
@@ -464,7 +488,7 @@ class P2PNode:
 
     async def _wait_disconnected(self, peer_id: str) -> None:
         # Disconnect notifications are not reliable for frozen peers (trap 9); poll.
-        while self._is_connected(peer_id):
+        while self._is_connected(peer_id):  # noqa: ASYNC110 - no event for this in py-libp2p
             await trio.sleep(0.5)
 
     # ------------------------------------------------------------ streams
@@ -501,8 +525,11 @@ class P2PNode:
 
         return await self.host.new_stream(ID.from_base58(peer_id), [TProtocol(protocol)])
 
-    def _on_connected(self, peer: str, addrs: list[str]) -> None:
+    def _on_connected(self, peer: str, addrs: list[str], muxed: Any = None) -> None:
         self.connect_count[peer] = self.connect_count.get(peer, 0) + 1
+        if muxed is not None:
+            live = [m for m in self._muxed.get(peer, []) if not getattr(m, "is_closed", False)]
+            self._muxed[peer] = [*live, muxed]
         if self.scores.is_banned(peer) or (
             len(self.host.get_connected_peers()) > self.cfg.max_peers
             and peer not in self._dial_targets
@@ -521,6 +548,35 @@ def _origin(msg: Any) -> str:
         return str(ID(bytes(msg.from_id)))
     except Exception:
         return "?"
+
+
+def _socket_stream(obj: Any, depth: int = 10) -> trio.SocketStream | None:
+    """The trio socket under a libp2p connection (muxer -> security -> raw), if found."""
+    seen: set[int] = set()
+    frontier = [obj]
+    for _ in range(depth):
+        nxt = []
+        for o in frontier:
+            if isinstance(o, trio.SocketStream):
+                return o
+            if id(o) in seen or not type(o).__module__.startswith(("libp2p", "trio")):
+                continue
+            seen.add(id(o))
+            for attr in ("secured_conn", "conn", "read_writer", "read_write_closer", "stream",
+                         "raw_conn", "_stream"):
+                child = getattr(o, attr, None)
+                if child is not None:
+                    nxt.append(child)
+        frontier = nxt
+    return None
+
+
+def _socket_open(muxed: Any) -> bool:
+    """Is the TCP socket under a muxed connection still open? (unknown layout: assume so)"""
+    sock = _socket_stream(muxed)
+    if sock is None:
+        return True
+    return sock.socket.fileno() != -1
 
 
 class _Notifee:
@@ -542,7 +598,7 @@ class _Notifee:
         except Exception:
             await trio.lowlevel.checkpoint()
             return
-        self.node._on_connected(peer, addrs)
+        self.node._on_connected(peer, addrs, getattr(conn, "muxed_conn", None))
         await trio.lowlevel.checkpoint()
 
     async def disconnected(self, network: Any, conn: Any) -> None:
@@ -571,7 +627,7 @@ def enlarge_pubsub_queues(size: int) -> None:
         def __init__(self, max_size: int = size, **kw: Any) -> None:
             super().__init__(max_size=max_size, **kw)
 
-    ps.RpcQueue = LargeRpcQueue  # type: ignore[misc]
+    ps.RpcQueue = LargeRpcQueue  # type: ignore[misc,assignment]
     ps.SUBSCRIPTION_CHANNEL_SIZE = size
 
 
@@ -580,7 +636,7 @@ def restore_pubsub_queues() -> None:
     import libp2p.pubsub.pubsub as ps
 
     if _ORIGINAL_QUEUE is not None:
-        ps.RpcQueue, ps.SUBSCRIPTION_CHANNEL_SIZE = _ORIGINAL_QUEUE
+        ps.RpcQueue, ps.SUBSCRIPTION_CHANNEL_SIZE = _ORIGINAL_QUEUE  # type: ignore[misc]
 
 
 def replace_config(cfg: P2PConfig, **changes: Any) -> P2PConfig:

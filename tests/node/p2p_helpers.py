@@ -61,16 +61,22 @@ async def running_node(
     for name, (validator, handler) in (topics or {}).items():
         node.add_topic(name, validator, handler)
     cancel = trio.CancelScope()
+    stopped = trio.Event()
 
     async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        with cancel:
-            await node.run(task_status=task_status)
+        try:
+            with cancel:
+                await node.run(task_status=task_status)
+        finally:
+            stopped.set()
 
     await nursery.start(run)
     try:
         yield node
     finally:
         cancel.cancel()
+        with trio.CancelScope(shield=True), trio.fail_after(10):
+            await stopped.wait()  # the host has closed its sockets
 
 
 async def wait_until(pred: Callable[[], bool], timeout: float = 10, poll: float = 0.02) -> None:

@@ -1,0 +1,41 @@
+# fedledger: one gate (`make check`) and the newcomer's two commands (`make demo`, `make check`).
+VENV   ?= .venv
+PYTHON ?= python3
+PY      = $(VENV)/bin/python
+BIN     = $(VENV)/bin
+CORE    = node consensus ledger storage fl
+# pytest workers: the suite is mostly CPU-bound; 2 matches the CI machines
+WORKERS ?= 2
+
+.PHONY: install demo test lint typecheck check bench clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned: a CPU wheel of 2.13.0 lies on the build machines' disk, while a bare
+# `torch` would download a multi-GB CUDA build. Elsewhere pip fetches 2.13.0 from PyPI.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: install
+	$(BIN)/fedledger demo
+
+test: install
+	$(PY) -m pytest -q -m "not slow" -n $(WORKERS) --dist loadgroup
+
+lint: install
+	$(BIN)/ruff check .
+
+typecheck: install
+	$(BIN)/mypy $(CORE)
+
+check: lint typecheck test
+
+bench: install
+	$(PY) -m benchmarks.gossip
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
