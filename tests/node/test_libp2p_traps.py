@@ -37,7 +37,7 @@ from tests.node.p2p_helpers import (
 
 
 async def burst_delivery(nursery: trio.Nursery, wk: Workarounds, count: int,
-                         payload: int = 100, timeout: float = 15) -> int:
+                         payload: int = 100, timeout: float = 60) -> int:
     """Publish ``count`` messages back to back; return how many the peer received."""
     inbox = Inbox()
     async with running_node(nursery, {"t": (accept_all, Inbox().handler)}, workarounds=wk) as a:
