@@ -60,43 +60,53 @@ def sha256(data: bytes) -> bytes:
 
 # ---------------------------------------------------------------- plain values
 
+# record class -> (tag, field names); filled on first use, so encoding does no reflection
+_RECORD_LAYOUT: dict[type, tuple[int, tuple[str, ...]]] = {}
 
-def _check_plain(obj: Any, depth: int = 0) -> None:
-    if depth > _MAX_DEPTH:
-        raise CodecError("nesting too deep")
-    if obj is None or isinstance(obj, (bool, bytes, str)):
-        return
-    if isinstance(obj, int):
+
+def _layout(cls: type) -> tuple[int, tuple[str, ...]]:
+    got = _RECORD_LAYOUT.get(cls)
+    if got is None:
+        tag = getattr(cls, "_codec_tag", None)
+        if tag is None or not dataclasses.is_dataclass(cls):
+            raise CodecError(f"type {cls.__name__} is not encodable")
+        got = (tag, tuple(f.name for f in dataclasses.fields(cls)))
+        _RECORD_LAYOUT[cls] = got
+    return got
+
+
+def _canonical(obj: Any, depth: int = 0) -> Any:
+    """Check a value and return its plain form: records become arrays, maps get sorted keys.
+
+    One walk does both the validity check and the conversion (hot path: block and state
+    encoding), so every rule of the canonical form is enforced here.
+    """
+    t = type(obj)
+    if t is bytes or t is str or t is bool or obj is None:
+        return obj
+    if t is int:
         if not _INT_MIN <= obj <= _INT_MAX:
             raise CodecError(f"integer out of range: {obj}")
-        return
-    if isinstance(obj, (list, tuple)):
-        for item in obj:
-            _check_plain(item, depth + 1)
-        return
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise CodecError(f"map keys must be str, got {type(k).__name__}")
-            _check_plain(v, depth + 1)
-        return
-    if isinstance(obj, float):
+        return obj
+    if depth > _MAX_DEPTH:
+        raise CodecError("nesting too deep")
+    if t is list or t is tuple:
+        return [_canonical(x, depth + 1) for x in obj]
+    if t is dict:
+        out = {}
+        for k in sorted(obj, key=_key_bytes):
+            out[k] = _canonical(obj[k], depth + 1)
+        return out
+    if t is float:
         raise CodecError("floats are not allowed in canonical data")
-    raise CodecError(f"type {type(obj).__name__} is not encodable")
-
-
-def _canonical(obj: Any) -> Any:
-    """Turn records into arrays and sort map keys (recursively)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        tag = getattr(type(obj), "_codec_tag", None)
-        if tag is None:
-            raise CodecError(f"{type(obj).__name__} is not a registered record")
-        return [tag, *(_canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj))]
-    if isinstance(obj, (list, tuple)):
-        return [_canonical(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: _canonical(obj[k]) for k in sorted(obj, key=_key_bytes)}
-    return obj
+    if isinstance(obj, int) and not isinstance(obj, bool):  # IntEnum and friends
+        return _canonical(int(obj), depth)
+    if isinstance(obj, bytes):  # subclasses: encode as the plain value
+        return bytes(obj)
+    if isinstance(obj, str):
+        return str.__str__(obj)
+    tag, names = _layout(t)
+    return [tag, *(_canonical(getattr(obj, n), depth + 1) for n in names)]
 
 
 def _key_bytes(k: Any) -> bytes:
@@ -108,7 +118,6 @@ def _key_bytes(k: Any) -> bytes:
 def encode(obj: Any) -> bytes:
     """Canonical msgpack bytes of a plain value or record."""
     plain = _canonical(obj)
-    _check_plain(plain)
     try:
         return msgpack.packb(plain, use_bin_type=True, strict_types=False)
     except (TypeError, ValueError, OverflowError) as e:  # pragma: no cover - guarded above
@@ -158,7 +167,6 @@ def decode(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> Any:
     except Exception as e:  # msgpack raises several unrelated types on garbage
         raise CodecError(f"malformed msgpack: {type(e).__name__}: {e}") from e
     try:
-        _check_plain(obj)
         canonical = encode(obj)
     except RecursionError as e:
         raise CodecError("nesting too deep") from e
@@ -255,7 +263,10 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
                 raise CodecError(f"{path}: expected {len(args)} items, got {len(value)}")
-            return tuple(_convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(
+                _convert(v, a, f"{path}[{i}]")
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
         item = args[0] if args else Any
         conv = [_convert(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
         return tuple(conv) if origin is tuple else conv
@@ -286,7 +297,8 @@ def _from_plain_record(value: Any, cls: type, path: str) -> Any:
             f"{path}: {actual.__name__} needs {len(fields)} fields, got {len(value) - 1}"
         )
     kwargs = {
-        name: _convert(v, tp, f"{path}.{name}") for (name, tp), v in zip(fields, value[1:])
+        name: _convert(v, tp, f"{path}.{name}")
+        for (name, tp), v in zip(fields, value[1:], strict=True)
     }
     try:
         obj = actual(**kwargs)

@@ -71,8 +71,10 @@ class PrivateKey:
 
     @property
     def public_key(self) -> bytes:
-        return self._key().public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        return (
+            self._key()
+            .public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         )
 
     @property
