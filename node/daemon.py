@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 from ledger.codec import CodecError, decode
+from node.chain import ChainService
 from node.config import NodeConfig
 from node.events import EventBus
 from node.home import Home
@@ -25,6 +26,7 @@ from node.metrics import NodeMetrics
 from node.p2p import P2PNode, Validation, parse_listen_multiaddr, parse_peer_multiaddr
 from node.rpc.core import register_core
 from node.rpc.jsonrpc import Registry
+from node.rpc.ledger import register_ledger
 from node.rpc.server import RPCApp, serve_rpc
 
 SHUTDOWN_GRACE_S = 4.0
@@ -78,8 +80,9 @@ class Node:
     def __init__(self, home: Home, cfg: NodeConfig) -> None:
         self.home = home
         self.cfg = cfg
+        self.genesis = home.load_genesis()
         self.genesis_doc = home.load_genesis_doc()
-        self.chain_id: str = self.genesis_doc["chain_id"]
+        self.chain_id: str = self.genesis.chain_id
         self.node_key = home.load_node_key()
         self.validator_key = home.load_validator_key()
         self.log = get_logger("fedledger.node", moniker=cfg.moniker)
@@ -94,7 +97,15 @@ class Node:
         self._topic_handlers: dict[str, tuple[Any, Any]] = {
             t: (_decodable, self._ignore) for t in self.TOPICS
         }
+        home.data_dir.mkdir(parents=True, exist_ok=True)
+        self.chain = ChainService(home.data_dir, cfg, self.genesis,
+                                  get_logger("fedledger.chain", moniker=cfg.moniker),
+                                  self.events, self.metrics)
+        self.chain.penalize = self.p2p.penalize
+        self.chain.publish = self.p2p.publish
+        self._topic_handlers["txs"] = (self.chain.validate_tx_batch, self.chain.on_tx_batch)
         register_core(self.rpc, self)
+        register_ledger(self.rpc, self)
 
     async def _ignore(self, origin: str, value: Any) -> None:
         return None
@@ -102,18 +113,14 @@ class Node:
     # Hooks later services fill in -------------------------------------------------
 
     def chain_info(self) -> dict[str, Any]:
-        return {"height": 0, "hash": "", "app_hash": "", "time": self.genesis_doc.get(
-            "genesis_time", ""), "earliest_height": 0, "catching_up": False}
+        return {**self.chain.chain_info(), "catching_up": self.catching_up()}
+
+    def catching_up(self) -> bool:
+        return False
 
     def voting_power(self) -> int:
-        me = self.validator_key.address.hex()
-        for v in self.genesis_doc.get("validators", []):
-            if str(v.get("address", "")).lower() == me:
-                try:
-                    return int(v.get("power", 0))
-                except (TypeError, ValueError):
-                    return 0
-        return 0
+        v = self.chain.state.validators.get(self.validator_key.address)
+        return v.power if v is not None else 0
 
     # Lifecycle ---------------------------------------------------------------------
 
@@ -130,8 +137,15 @@ class Node:
             events=self.events,
             log=get_logger("fedledger.rpc", moniker=self.cfg.moniker),
         )
+        try:
+            await self._run_services(app, task_status)
+        finally:
+            self.chain.close()
+
+    async def _run_services(self, app: RPCApp, task_status: Any) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.p2p.run)
+            nursery.start_soon(self.chain.gossip_loop)
             bound = await nursery.start(serve_rpc, app, self.cfg.rpc.laddr)
             if bound:
                 self.rpc_laddr = str(bound[0]).removeprefix("http://")

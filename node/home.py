@@ -13,23 +13,30 @@ Layout (like CometBFT's)::
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import json
 import secrets
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ledger.crypto import PrivateKey
+from ledger.genesis import (
+    Genesis,
+    GenesisAccount,
+    GenesisError,
+    GenesisValidator,
+    genesis_to_json,
+    load_genesis,
+    make_genesis,
+)
 from node.config import ConfigError, NodeConfig, load_config, save_config
 from node.keys import (
     KeyFileError,
     NodeKey,
     load_priv_validator_key,
-    pubkey_json,
     save_account_key,
     save_priv_validator_key,
     write_secret_file,
@@ -103,16 +110,18 @@ class Home:
             raise HomeError(str(e)) from None
 
     def load_genesis_doc(self) -> dict[str, Any]:
+        """The genesis JSON as written (for the `genesis` RPC), after full validation."""
+        self.load_genesis()
+        return json.loads(self.genesis_file.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+    def load_genesis(self) -> Genesis:
         path = self.genesis_file
         if not path.is_file():
             raise HomeError(f"{path}: genesis file not found")
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise HomeError(f"{path}: corrupt genesis file (not JSON: {e})") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("chain_id"), str):
-            raise HomeError(f"{path}: corrupt genesis file (no chain_id)")
-        return doc
+            return load_genesis(path)
+        except GenesisError as e:
+            raise HomeError(f"{path}: corrupt genesis file ({e})") from None
 
     def operator_token(self) -> str:
         path = self.operator_token_file
@@ -133,57 +142,14 @@ class Home:
 # ---------------------------------------------------------------- genesis document
 
 
-def genesis_time_now() -> str:
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.000000Z")
+def genesis_time_now() -> int:
+    """Unix milliseconds, whole seconds (a readable genesis_time)."""
+    return int(time.time()) * 1000
 
 
-@dataclass(frozen=True)
-class GenesisValidator:
-    name: str
-    pubkey: bytes
-    power: int
-    operator: bytes
-
-
-def make_genesis_doc(
-    chain_id: str,
-    validators: Sequence[GenesisValidator],
-    accounts: Sequence[tuple[bytes, int]],
-    genesis_time: str | None = None,
-) -> dict[str, Any]:
-    """The genesis JSON written by `init`/`testnet` (format: docs/OPERATOR.md)."""
-    from ledger.crypto import address_of
-
-    return {
-        "genesis_time": genesis_time or genesis_time_now(),
-        "chain_id": chain_id,
-        "initial_height": 1,
-        "consensus_params": {
-            "block": {"max_bytes": 4 * 1024 * 1024, "max_txs": 5000, "max_gas": -1},
-            "evidence": {"max_age_num_blocks": 100_000, "max_bytes": 1024 * 1024},
-            "validator": {"pub_key_types": ["ed25519"]},
-            "staking": {"double_sign_slash_ppm": 50_000, "unbonding_blocks": 2, "jail_blocks": 100},
-        },
-        "validators": [
-            {
-                "address": address_of(v.pubkey).hex(),
-                "pub_key": pubkey_json(v.pubkey),
-                "power": str(v.power),
-                "name": v.name,
-                "operator": v.operator.hex(),
-            }
-            for v in validators
-        ],
-        "app_state": {
-            "accounts": [{"address": a.hex(), "balance": str(b)} for a, b in accounts],
-        },
-    }
-
-
-def write_genesis(home: Home, doc: dict[str, Any]) -> None:
+def write_genesis(home: Home, genesis: Genesis) -> None:
     home.config_dir.mkdir(parents=True, exist_ok=True)
-    home.genesis_file.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    home.genesis_file.write_text(genesis_to_json(genesis), encoding="utf-8")
 
 
 # ---------------------------------------------------------------- init
@@ -237,12 +203,13 @@ def init_home(
     save_account_key(root, moniker, acct)
     write_secret_file(home.operator_token_file, secrets.token_hex(24) + "\n")
     if write_single_validator_genesis:
-        doc = make_genesis_doc(
+        genesis = make_genesis(
             chain_id,
-            [GenesisValidator(moniker, val_key.public_key, DEFAULT_POWER, acct.address)],
-            [(acct.address, DEFAULT_BALANCE)],
+            [GenesisValidator(val_key.public_key, DEFAULT_POWER, moniker, acct.address)],
+            [GenesisAccount(acct.address, DEFAULT_BALANCE)],
+            genesis_time_now(),
         )
-        write_genesis(home, doc)
+        write_genesis(home, genesis)
     return InitResult(home, node_key.peer_id, val_key.address, val_key.public_key, acct.address, cfg)
 
 
@@ -276,7 +243,7 @@ def make_testnet(
     force: bool = False,
     config: NodeConfig | None = None,
     power: int = DEFAULT_POWER,
-    extra_accounts: Sequence[tuple[bytes, int]] = (),
+    extra_accounts: Sequence[GenesisAccount] = (),
 ) -> list[TestnetNode]:
     """N validator (+M full-node) homes under OUTPUT/nodeI with one shared genesis.
 
@@ -290,7 +257,7 @@ def make_testnet(
         raise HomeError(f"base port {base_port} leaves no room for {total} nodes")
     nodes: list[TestnetNode] = []
     gen_validators: list[GenesisValidator] = []
-    accounts: list[tuple[bytes, int]] = []
+    accounts: list[GenesisAccount] = []
     for i in range(total):
         name = f"node{i}"
         cfg = config_copy(config)
@@ -303,14 +270,18 @@ def make_testnet(
         )
         is_val = i < validators
         nodes.append(TestnetNode(name, res.home, res.peer_id, p2p_port, rpc_port, is_val))
-        accounts.append((res.account_address, DEFAULT_BALANCE))
+        accounts.append(GenesisAccount(res.account_address, DEFAULT_BALANCE))
         if is_val:
             gen_validators.append(
-                GenesisValidator(name, res.validator_pubkey, power, res.account_address)
+                GenesisValidator(res.validator_pubkey, power, name, res.account_address)
             )
-    doc = make_genesis_doc(chain_id, gen_validators, accounts + list(extra_accounts))
+    try:
+        genesis = make_genesis(chain_id, gen_validators, accounts + list(extra_accounts),
+                               genesis_time_now())
+    except GenesisError as e:
+        raise HomeError(f"cannot build genesis: {e}") from None
     for node in nodes:
-        write_genesis(node.home, doc)
+        write_genesis(node.home, genesis)
         cfg = node.home.load_config()
         cfg.p2p.bootstrap = [o.multiaddr for o in nodes if o is not node]
         save_config(cfg, node.home.config_file)
@@ -325,7 +296,3 @@ def config_copy(cfg: NodeConfig | None) -> NodeConfig:
     import dataclasses
 
     return config_from_dict(dataclasses.asdict(cfg))
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

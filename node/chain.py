@@ -1,0 +1,192 @@
+"""The node's ledger service: chain store, application, mempool, tx gossip and the commit path.
+
+Consensus (or block sync) hands every decided block to :meth:`ChainService.commit_block`,
+the one place where a block becomes part of this node's chain: validate and apply it,
+persist block + commit + state in one synced LevelDB batch (off the trio thread), update
+the mempool, publish events, wake `broadcast_tx_commit` waiters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from ledger.app import Application, make_application
+from ledger.block import Block
+from ledger.chainstate import ChainState
+from ledger.codec import CodecError
+from ledger.genesis import Genesis, format_time, genesis_state
+from ledger.mempool import CheckTxResult, Mempool
+from ledger.mempool import MempoolConfig as LedgerMempoolConfig
+from ledger.recovery import recover
+from ledger.results import BlockResults, Code
+from ledger.store import ChainStore, TxRecord
+from ledger.txbatch import decode_tx_batch, split_into_batches
+from ledger.votes import Commit
+from node.config import NodeConfig
+from node.events import EventBus
+from node.metrics import NodeMetrics
+from node.p2p import Validation
+
+# CheckTx codes that prove the sender of a gossiped tx is broken or malicious; every other
+# rejection (stale nonce, full pool, duplicate) can happen to an honest peer.
+_PENALISED = {Code.DECODE_ERROR, Code.BAD_SIGNATURE, Code.UNKNOWN_TX_TYPE, Code.TX_TOO_LARGE}
+
+
+class ChainService:
+    """Owns the chain store, the application state machine and the mempool of one node."""
+
+    def __init__(self, data_dir: Any, cfg: NodeConfig, genesis: Genesis, log: Any,
+                 events: EventBus, metrics: NodeMetrics,
+                 app: Application | None = None) -> None:
+        self.cfg = cfg
+        self.genesis = genesis
+        self.log = log
+        self.events = events
+        self.metrics = metrics
+        self.app = app or make_application()
+        self.store = ChainStore.open(data_dir / "chain.db")
+        if not self.store.is_initialized:
+            self.store.init_genesis(genesis_state(genesis))
+        repaired = recover(self.store, self.app)
+        if repaired is not None:
+            log.warning("repaired a half-finished height at start", height=repaired)
+        self.state: ChainState = self.store.state
+        self.mempool = Mempool(self.app, self.state, LedgerMempoolConfig(
+            max_txs=cfg.mempool.max_txs, max_bytes=cfg.mempool.max_bytes,
+            max_tx_bytes=min(cfg.mempool.max_tx_bytes, LedgerMempoolConfig.max_tx_bytes)))
+        self._outbox: list[bytes] = []
+        self._outbox_ready = trio.Event()
+        self._height_changed = trio.Event()
+        self.penalize: Callable[[str, int, str], None] = lambda peer, pts, why: None
+        self.publish: Callable[[str, bytes], Any] | None = None
+        self.last_block_wall: float | None = None
+        self.commit_lock = trio.Lock()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def height(self) -> int:
+        """Latest committed height (0 before the first block)."""
+        return self.state.last_block_height
+
+    def chain_info(self) -> dict[str, Any]:
+        st = self.state
+        return {
+            "height": st.last_block_height,
+            "hash": st.last_block_id.hex().upper(),
+            "app_hash": st.app_hash.hex().upper(),
+            "time": format_time(st.last_block_time),
+            "earliest_height": self.store.base if st.last_block_height else 0,
+        }
+
+    async def wait_for_height(self, height: int) -> None:
+        while self.height < height:
+            await self._height_changed.wait()
+
+    async def wait_tx_committed(self, tx_hash: bytes) -> TxRecord:
+        while True:
+            rec = self.store.tx(tx_hash)
+            if rec is not None:
+                return rec
+            await self._height_changed.wait()
+
+    # ------------------------------------------------------------ transactions
+
+    async def submit_tx(self, raw: bytes) -> CheckTxResult:
+        """CheckTx a locally submitted tx; if admitted, gossip it to the network."""
+        res = self.mempool.check_tx(raw)
+        if res.ok:
+            self._outbox.append(raw)
+            self._outbox_ready.set()
+        else:
+            self.metrics.mempool_rejected.labels(reason=Code(res.code).name).inc()
+        self.metrics.mempool_size.set(len(self.mempool))
+        return res
+
+    def validate_tx_batch(self, origin: str, data: bytes) -> Validation:
+        """Gossip validator of `/txs`: CheckTx every tx of the batch (admitting the good ones).
+
+        A batch is forwarded if it brought anything new; it is rejected (peer penalty) if a
+        tx in it is malformed or forged, and ignored if all its txs were merely stale.
+        """
+        try:
+            raws = decode_tx_batch(data)
+        except CodecError as e:
+            return Validation.reject(f"malformed tx batch: {e}")
+        fresh = 0
+        bad: list[str] = []
+        for raw in raws:
+            res = self.mempool.check_tx(raw)
+            if res.ok:
+                fresh += 1
+            elif res.code in _PENALISED:
+                bad.append(f"{Code(res.code).name}: {res.log}"[:120])
+        self.metrics.mempool_size.set(len(self.mempool))
+        if bad:
+            return Validation.reject(f"{len(bad)} bad tx(s) in batch, first: {bad[0]}")
+        return Validation.accept(fresh) if fresh else Validation.ignore("nothing new")
+
+    async def on_tx_batch(self, origin: str, value: Any) -> None:
+        return None  # the validator already admitted the txs
+
+    async def gossip_loop(self) -> None:
+        """Publish locally submitted txs in batches (many txs per gossip message)."""
+        interval = self.cfg.mempool.gossip_batch_interval_ms / 1000
+        while True:
+            await self._outbox_ready.wait()
+            await trio.sleep(interval)  # gather a batch
+            raws, self._outbox = self._outbox, []
+            self._outbox_ready = trio.Event()
+            if self.publish is None:
+                continue
+            for msg in split_into_batches(raws):
+                try:
+                    await self.publish("txs", msg)
+                except Exception as e:
+                    self.log.warning("tx gossip failed", error=repr(e), txs=len(raws))
+
+    # ------------------------------------------------------------ commit path
+
+    async def commit_block(self, block: Block, commit: Commit) -> tuple[ChainState, BlockResults]:
+        """Make a decided block part of this node's chain (raises InvalidBlockError)."""
+        async with self.commit_lock:
+            if block.header.height != self.state.height:
+                raise ValueError(f"expected block {self.state.height}, got {block.header.height}")
+            new_state, results = self.app.apply_block(self.state, block, self.store)
+            # Staged first: a crash between here and save_block is completed by `recover`.
+            self.store.stage_block(block, commit)
+            await trio.to_thread.run_sync(self.store.save_block, block, commit, new_state,
+                                          results)
+            self.state = new_state
+            dropped = self.mempool.update(new_state, list(block.txs))
+            self._after_commit(block, results, len(dropped))
+            return new_state, results
+
+    def _after_commit(self, block: Block, results: BlockResults, dropped: int) -> None:
+        h = block.header
+        now = trio.current_time()
+        if self.last_block_wall is not None:
+            self.metrics.block_interval.observe(now - self.last_block_wall)
+        self.last_block_wall = now
+        self.metrics.height.set(h.height)
+        self.metrics.mempool_size.set(len(self.mempool))
+        block_id = h.id.hex().upper()
+        self.events.publish("NewBlock", {"height": str(h.height), "hash": block_id,
+                                         "num_txs": str(len(block.txs)),
+                                         "time": format_time(h.time)},
+                            {"block.height": str(h.height)})
+        for i, (tx, res) in enumerate(zip(block.txs, results.tx_results, strict=False)):
+            self.events.publish("Tx", {"height": str(h.height), "index": i,
+                                       "hash": tx.hash.hex().upper(), "code": int(res.code)},
+                                {"tx.hash": tx.hash.hex().upper(), "tx.height": str(h.height)})
+        self.log.info("committed block", height=h.height, hash=block_id[:16], txs=len(block.txs),
+                      app_hash=self.state.app_hash.hex()[:16], mempool=len(self.mempool),
+                      rechecked_out=dropped)
+        self._height_changed.set()
+        self._height_changed = trio.Event()
