@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +94,10 @@ class Node:
         self.rpc_laddr = cfg.rpc.laddr
         self.started_at = time.time()
         self.ready = trio.Event()
+        # background tasks of services, started once the p2p host runs
+        self._services: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        self._closers: list[Callable[[], None]] = []
+        self.nursery: trio.Nursery | None = None
         self._topic_handlers: dict[str, tuple[Any, Any]] = {
             t: (_decodable, self._ignore) for t in self.TOPICS
         }
@@ -109,6 +113,14 @@ class Node:
 
     async def _ignore(self, origin: str, value: Any) -> None:
         return None
+
+    def add_service(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn()`` in the node's nursery once the p2p host is up (until shutdown)."""
+        self._services.append((name, fn))
+
+    def add_closer(self, fn: Callable[[], None]) -> None:
+        """Call ``fn()`` at shutdown after every task has stopped (stores close last)."""
+        self._closers.append(fn)
 
     # Hooks later services fill in -------------------------------------------------
 
@@ -140,12 +152,20 @@ class Node:
         try:
             await self._run_services(app, task_status)
         finally:
+            for close in reversed(self._closers):
+                try:
+                    close()
+                except Exception as e:
+                    self.log.error("close failed", error=repr(e))
             self.chain.close()
 
     async def _run_services(self, app: RPCApp, task_status: Any) -> None:
         async with trio.open_nursery() as nursery:
+            self.nursery = nursery
             await nursery.start(self.p2p.run)
             nursery.start_soon(self.chain.gossip_loop)
+            for name, fn in self._services:
+                nursery.start_soon(self._guard, name, fn)
             bound = await nursery.start(serve_rpc, app, self.cfg.rpc.laddr)
             if bound:
                 self.rpc_laddr = str(bound[0]).removeprefix("http://")
@@ -154,6 +174,13 @@ class Node:
             self.ready.set()
             task_status.started()
             await trio.sleep_forever()
+
+    async def _guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
+        """A crashing service is logged; the node keeps serving everything else."""
+        try:
+            await fn()
+        except Exception as e:
+            self.log.error("service crashed", service=name, error=repr(e), exc_info=e)
 
     def _metrics_exposition(self) -> bytes:
         self.metrics.peers.set(len(self.p2p.connected_peers()))

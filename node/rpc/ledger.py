@@ -336,30 +336,24 @@ def _not_found(msg: str) -> RPCError:
 
 
 class _AsyncSubmitter:
-    """CheckTx for ``broadcast_tx_async``: the call returns at once, one worker checks the
-    txs in arrival order (so a client's consecutive nonces are admitted in order)."""
+    """CheckTx for ``broadcast_tx_async``: the call returns at once, one worker (a node
+    service) checks the txs in arrival order, so a client's consecutive nonces are admitted
+    in order."""
 
     def __init__(self, node: Node, capacity: int) -> None:
         self._node = node
-        self._capacity = capacity
-        self._send: trio.MemorySendChannel[bytes] | None = None
-        self._token: Any = None
+        self._send, self._recv = trio.open_memory_channel[bytes](capacity)
+        node.add_service("rpc-async-checktx", self._run)
 
     def submit(self, raw: bytes) -> bool:
-        token = trio.lowlevel.current_trio_token()
-        if self._send is None or self._token is not token:
-            send, recv = trio.open_memory_channel[bytes](self._capacity)
-            # A system task outlives the request; it is cancelled with the node's trio.run.
-            trio.lowlevel.spawn_system_task(self._run, recv, name="rpc-async-checktx")
-            self._send, self._token = send, token
         try:
             self._send.send_nowait(raw)
         except trio.WouldBlock:
             return False
         return True
 
-    async def _run(self, recv: trio.MemoryReceiveChannel[bytes]) -> None:
-        async for raw in recv:
+    async def _run(self) -> None:
+        async for raw in self._recv:
             try:
                 await self._node.chain.submit_tx(raw)
             except Exception as e:  # a worker crash would stop every later async broadcast
