@@ -11,7 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ledger.app import Application, make_application
-from ledger.block import Block, Header, PolSection, commit_hash, data_hash, evidence_hash, pol_hash
+from ledger.block import Block, PolSection
+from ledger.blockbuilder import build_block
 from ledger.chainstate import ChainState
 from ledger.crypto import PrivateKey
 from ledger.evidence import DuplicateVoteEvidence, Evidence
@@ -129,22 +130,8 @@ def make_block(
     if proposer is None:
         vals = state.validators.validators
         proposer = vals[height % len(vals)].address
-    header = Header(
-        chain_id=state.chain_id,
-        height=height,
-        time=time,
-        last_block_id=state.last_block_id,
-        last_commit_hash=commit_hash(last_commit),
-        data_hash=data_hash(txs),
-        validators_hash=state.validators.hash,
-        next_validators_hash=state.next_validators.hash,
-        app_hash=state.app_hash,
-        last_results_hash=state.last_results_hash,
-        evidence_hash=evidence_hash(evidence),
-        pol_hash=pol_hash(pol),
-        proposer_address=proposer,
-    )
-    return Block(header, tuple(txs), tuple(evidence), last_commit, pol)
+    return build_block(state, txs, last_commit=last_commit, evidence=evidence, time=time,
+                       proposer=proposer, pol=pol)
 
 
 def precommit(

@@ -19,11 +19,14 @@ import trio
 from ledger.codec import CodecError, decode
 from node.chain import ChainService
 from node.config import NodeConfig
+from node.consensus_service import ConsensusService, register_consensus
+from node.content import ContentService
 from node.events import EventBus
 from node.home import Home
 from node.logs import get_logger
 from node.metrics import NodeMetrics
 from node.p2p import P2PNode, Validation, parse_listen_multiaddr, parse_peer_multiaddr
+from node.rpc.content import register_content
 from node.rpc.core import register_core
 from node.rpc.jsonrpc import Registry
 from node.rpc.ledger import register_ledger
@@ -110,9 +113,17 @@ class Node:
         self._topic_handlers["txs"] = (self.chain.validate_tx_batch, self.chain.on_tx_batch)
         register_core(self.rpc, self)
         register_ledger(self.rpc, self)
+        self.consensus = ConsensusService(self)
+        register_consensus(self.rpc, self)
+        self.content = ContentService(self)
+        register_content(self.rpc, self)
 
     async def _ignore(self, origin: str, value: Any) -> None:
         return None
+
+    def set_topic(self, name: str, validator: Any, handler: Any) -> None:
+        """Install the gossip validator and handler of a topic (before the node runs)."""
+        self._topic_handlers[name] = (validator, handler)
 
     def add_service(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
         """Run ``fn()`` in the node's nursery once the p2p host is up (until shutdown)."""
@@ -128,7 +139,10 @@ class Node:
         return {**self.chain.chain_info(), "catching_up": self.catching_up()}
 
     def catching_up(self) -> bool:
-        return False
+        return self.consensus.catching_up
+
+    def proposer_priorities(self, height: int | None = None) -> dict[bytes, int]:
+        return self.consensus.driver.priorities(height)
 
     def voting_power(self) -> int:
         v = self.chain.state.validators.get(self.validator_key.address)

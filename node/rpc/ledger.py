@@ -572,9 +572,10 @@ def register_ledger(reg: Registry, node: Node) -> None:
         if page > pages:
             raise invalid_params(f"page: must be within [1, {pages}], got {page}")
         chunk = vset.validators[(page - 1) * per_page : page * per_page]
+        prios = node.proposer_priorities(h)
         return {
             "block_height": str(h),
-            "validators": [validator_json(v) for v in chunk],
+            "validators": [validator_json(v, prios.get(v.address, 0)) for v in chunk],
             "count": str(len(chunk)),
             "total": str(total),
         }

@@ -64,7 +64,7 @@ async def test_health_status_net_info(node) -> None:  # type: ignore[no-untyped-
     assert st["node_info"]["network"] == "test-chain"
     assert st["node_info"]["moniker"] == "n0"
     assert st["node_info"]["listen_addr"][0].startswith("/ip4/127.0.0.1/tcp/")
-    assert st["sync_info"]["latest_block_height"] == "0"
+    assert st["sync_info"]["latest_block_height"].isdigit()  # a 1-validator chain commits
     assert st["sync_info"]["catching_up"] is False
     net = (await post(node, call("net_info"))).json()["result"]
     assert net["n_peers"] == "0" and net["peers"] == [] and net["listening"] is True
