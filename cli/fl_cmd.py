@@ -1,7 +1,125 @@
-"""`fedledger` subcommands (placeholder until its issue lands)."""
+"""`fedledger fl ...`: the in-process FL harness (simulations with attacks and robust rules)."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, help="Federated-learning engine tools (no chain).")
+
+
+@app.callback()
+def _fl() -> None:
+    """Federated-learning engine tools (no chain)."""
+
+
+_RULES = "fedavg, median, trimmed, krum, multikrum, normbound, robust"
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        out[key] = int(value) if value.lstrip("-").isdigit() else value
+    return out
+
+
+@app.command()
+def simulate(
+    dataset: str = typer.Option("digits", help="digits (embedded), mnist or cifar10"),
+    data_dir: str | None = typer.Option(None, help="directory with the MNIST IDX / CIFAR-10 files"),
+    model: str | None = typer.Option(None, help="model id (default: mlp / mnist_cnn / cifar_cnn)"),
+    clients: int = typer.Option(100, min=1),
+    per_round: int = typer.Option(10, min=1),
+    rounds: int = typer.Option(50, min=0),
+    partition: str = typer.Option("dirichlet", help="dirichlet, iid or shards"),
+    alpha: float = typer.Option(0.5, help="Dirichlet concentration"),
+    shards_per_client: int = typer.Option(2, min=1),
+    epochs: int = typer.Option(2, min=0),
+    batch_size: int = typer.Option(32, min=1),
+    lr: float = typer.Option(0.1),
+    momentum: float = typer.Option(0.9),
+    optimizer: str = typer.Option("sgd", help="sgd or adam"),
+    rule: str = typer.Option("fedavg", help=_RULES),
+    rule_param: list[str] = typer.Option([], help="rule parameter KEY=VALUE (repeatable)"),
+    attack: str | None = typer.Option(None, help="attack for evaluation (see docs/fl.md)"),
+    malicious: float = typer.Option(0.0, help="fraction of malicious clients"),
+    centralized: bool = typer.Option(False, help="train one model on the pooled data instead"),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
+    threads: int = typer.Option(0, help="torch CPU threads (0: torch default)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON only"),
+) -> None:
+    """Run N clients for R rounds in one process and report per-round metrics."""
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from fl.aggregate import AggregationError
+    from fl.data import DatasetError
+    from fl.models import ModelConfigError
+    from fl.simulate import RoundMetrics, SimConfig, run_simulation
+    from fl.train import DeviceError, TrainConfig
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        cfg = SimConfig(
+            dataset=dataset, data_dir=data_dir, model=model, clients=clients, per_round=per_round,
+            rounds=rounds, partition=partition, alpha=alpha, shards_per_client=shards_per_client,
+            seed=seed, rule=rule, rule_params=_parse_params(rule_param), attack=attack,
+            malicious=malicious, centralized=centralized, device=device,
+            train=TrainConfig(optimizer=optimizer, lr=lr, momentum=momentum, epochs=epochs, batch_size=batch_size),
+        )  # fmt: skip
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+
+    table = Table(title=f"{dataset} / {rule}" + (f" / {attack} {malicious:.0%}" if attack else ""))
+    for col in (
+        "round",
+        "accuracy",
+        "loss",
+        "accepted",
+        "rejected",
+        "poisoned rej.",
+        "honest rej.",
+        "s",
+    ):
+        table.add_column(col, justify="right")
+
+    console = Console(stderr=as_json)
+    with Progress(
+        TextColumn("[bold]rounds"), BarColumn(), MofNCompleteColumn(), TextColumn("acc {task.fields[acc]}"),
+        TimeElapsedColumn(), console=console, disable=as_json,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("rounds", total=rounds, acc="-")
+
+        def on_round(m: RoundMetrics) -> None:
+            bar.update(task, advance=1, acc=f"{m.accuracy:.4f}")
+            table.add_row(
+                str(m.round), f"{m.accuracy:.4f}", f"{m.loss:.4f}", str(m.accepted), str(m.rejected),
+                f"{m.poisoned_rejected}/{m.poisoned}", f"{m.honest_rejected}/{m.honest}", f"{m.seconds:.2f}",
+            )  # fmt: skip
+
+        try:
+            result = run_simulation(cfg, on_round=on_round)
+        except (DatasetError, ModelConfigError, DeviceError, AggregationError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from e
+
+    if as_json:
+        typer.echo(json.dumps(result.to_plain(), indent=2))
+        return
+    console.print(table)
+    pr, hr = result.poisoned_rejected_fraction, result.honest_rejected_fraction
+    console.print(
+        f"final accuracy {result.final_accuracy:.4f} (start {result.initial_accuracy:.4f}) in {result.seconds:.1f}s"
+        + (f"; poisoned rejected {pr:.1%}" if pr is not None else "")
+        + (f"; honest rejected {hr:.1%}" if hr is not None else "")
+    )

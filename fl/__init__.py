@@ -1,1 +1,1 @@
-"""fedledger fl package."""
+"""Federated-learning engine: data, models, replayable training, fixed-point aggregation, attacks, simulation."""

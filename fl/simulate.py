@@ -1,0 +1,272 @@
+"""In-process FL harness (no chain): centralized, FedAvg and robust rules with attackers.
+
+One process plays the server and every client, in rounds: sample ``per_round`` of
+``clients``, train the honest ones from the global model, let the malicious ones
+craft their updates (omniscient: they see this round's honest deltas and submit
+after them), quantize, screen and aggregate with :func:`fl.aggregate.aggregate`,
+and evaluate the new global model on the held-out test split. The chain's
+round-overhead benchmark runs the same workload on the chain against this baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fl.aggregate import Update, aggregate, apply_delta, dequantize, quantize
+from fl.attacks import ATTACKS, AttackContext, craft, flip_labels, needs_own_training
+from fl.data import Dataset, dirichlet, iid, load_dataset, shards, split
+from fl.models import StateDict, build_model, flatten, state_dict_of, unflatten
+from fl.train import TrainConfig, evaluate, select_device, train_local
+
+__all__ = ["DEFAULT_MODELS", "RoundMetrics", "SimConfig", "SimResult", "run_simulation"]
+
+DEFAULT_MODELS = {"digits": "mlp", "mnist": "mnist_cnn", "cifar10": "cifar_cnn"}
+_U64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    dataset: str = "digits"
+    data_dir: str | None = None
+    model: str | None = None  # default: DEFAULT_MODELS[dataset]
+    model_config: dict[str, Any] = field(default_factory=dict)
+    clients: int = 100
+    per_round: int = 10
+    rounds: int = 50
+    partition: str = "dirichlet"  # dirichlet | iid | shards
+    alpha: float = 0.5
+    shards_per_client: int = 2
+    test_fraction: float = 0.2
+    seed: int = 0
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(lr=0.1, momentum=0.9, epochs=2, batch_size=32)
+    )
+    rule: str = "fedavg"
+    rule_params: dict[str, Any] = field(default_factory=dict)
+    attack: str | None = None
+    malicious: float = 0.0
+    attack_params: dict[str, Any] = field(default_factory=dict)
+    centralized: bool = False  # one model trained on the sampled clients' pooled data each round
+    device: str = "auto"
+    eval_every: int = 1  # evaluate every k rounds (and always after the last); others report NaN
+
+    def __post_init__(self) -> None:
+        if self.attack is not None and self.attack not in ATTACKS:
+            raise ValueError(f"unknown attack {self.attack!r} (known: {', '.join(ATTACKS)})")
+        if not 0 <= self.malicious < 1:
+            raise ValueError("malicious must be a fraction in [0, 1)")
+        if not 1 <= self.per_round <= self.clients:
+            raise ValueError("per_round must be in 1..clients")
+        if self.rounds < 0:
+            raise ValueError("rounds must be >= 0")
+        if self.eval_every < 1:
+            raise ValueError("eval_every must be >= 1")
+        if self.partition not in ("dirichlet", "iid", "shards"):
+            raise ValueError(f"unknown partition {self.partition!r}")
+
+    def to_plain(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["train"] = self.train.to_plain()
+        return out
+
+
+@dataclass
+class RoundMetrics:
+    round: int
+    accuracy: float
+    loss: float
+    submitted: int
+    accepted: int
+    rejected: int
+    poisoned: int
+    poisoned_rejected: int
+    honest: int
+    honest_rejected: int
+    seconds: float
+    train_seconds: float
+    aggregate_seconds: float
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class SimResult:
+    config: SimConfig
+    rounds: list[RoundMetrics]
+    initial_accuracy: float
+    seconds: float
+
+    @property
+    def final_accuracy(self) -> float:
+        return self.rounds[-1].accuracy if self.rounds else self.initial_accuracy
+
+    def fraction(self, rejected: str, total: str) -> float | None:
+        t = sum(getattr(r, total) for r in self.rounds)
+        return sum(getattr(r, rejected) for r in self.rounds) / t if t else None
+
+    @property
+    def poisoned_rejected_fraction(self) -> float | None:
+        return self.fraction("poisoned_rejected", "poisoned")
+
+    @property
+    def honest_rejected_fraction(self) -> float | None:
+        return self.fraction("honest_rejected", "honest")
+
+    def to_plain(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_plain(),
+            "initial_accuracy": self.initial_accuracy,
+            "final_accuracy": self.final_accuracy,
+            "poisoned_rejected_fraction": self.poisoned_rejected_fraction,
+            "honest_rejected_fraction": self.honest_rejected_fraction,
+            "seconds": self.seconds,
+            "rounds": [_json_safe(dataclasses.asdict(r)) for r in self.rounds],
+        }
+
+
+def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in d.items()}
+
+
+def _partition(cfg: SimConfig, train: Dataset) -> list[npt.NDArray[np.int64]]:
+    if cfg.partition == "iid":
+        return iid(len(train), cfg.clients, cfg.seed)
+    if cfg.partition == "shards":
+        return shards(train.y, cfg.clients, cfg.shards_per_client, cfg.seed)
+    return dirichlet(train.y, cfg.clients, cfg.alpha, cfg.seed)
+
+
+def _client_seed(seed: int, rnd: int, client: int) -> int:
+    return (seed * 1_000_003 + rnd * 10_007 + client) & _U64
+
+
+def run_simulation(
+    cfg: SimConfig,
+    *,
+    data: tuple[Dataset, Dataset] | None = None,
+    on_round: Callable[[RoundMetrics], None] | None = None,
+) -> SimResult:
+    """Run ``cfg.rounds`` rounds and return per-round metrics (``data`` = (train, test) overrides loading)."""
+    started = time.perf_counter()
+    if data is None:
+        train_set, test_set = split(
+            load_dataset(cfg.dataset, cfg.data_dir), cfg.test_fraction, cfg.seed
+        )
+    else:
+        train_set, test_set = data
+    parts = _partition(cfg, train_set)
+    client_data = [train_set.subset(p, f"client{c}") for c, p in enumerate(parts)]
+    model_id = cfg.model or DEFAULT_MODELS[cfg.dataset]
+    device = select_device(cfg.device)
+    net = build_model(model_id, cfg.model_config, seed=cfg.seed)
+    template = state_dict_of(net)
+    global_q = quantize(flatten(template))
+    global_state = template
+
+    rng = np.random.Generator(np.random.PCG64(cfg.seed))
+    n_mal = int(round(cfg.malicious * cfg.clients)) if cfg.attack else 0
+    malicious = set(rng.permutation(cfg.clients)[:n_mal].tolist())
+    flipped = (
+        {c: flip_labels(client_data[c]) for c in malicious} if cfg.attack == "label_flip" else {}
+    )
+
+    initial = evaluate(net, test_set, device).accuracy
+    history: list[RoundMetrics] = []
+    for rnd in range(cfg.rounds):
+        t0 = time.perf_counter()
+        round_rng = np.random.Generator(np.random.PCG64([cfg.seed, rnd]))
+        sampled = sorted(round_rng.choice(cfg.clients, cfg.per_round, replace=False).tolist())
+        honest_ids = [c for c in sampled if c not in malicious]
+        bad_ids = [c for c in sampled if c in malicious]
+        updates: list[Update] = []
+        is_bad: list[bool] = []
+
+        def train_client(
+            ds: Dataset, client: int, start: StateDict = global_state, rnd: int = rnd
+        ) -> npt.NDArray[np.float32]:
+            net.load_state_dict(start)
+            tcfg = dataclasses.replace(cfg.train, seed=_client_seed(cfg.seed, rnd, client))
+            res = train_local(net, ds, tcfg, device)
+            return flatten(res.state)
+
+        if cfg.centralized:
+            pooled = train_set.subset(np.concatenate([parts[c] for c in sampled]))
+            new = quantize(train_client(pooled, 0))
+            updates.append(Update.of(new - global_q, len(pooled)))
+            is_bad.append(False)
+        else:
+            honest_float: list[npt.NDArray[np.float32]] = []
+            for c in honest_ids:
+                delta = quantize(train_client(client_data[c], c)) - global_q
+                updates.append(Update.of(delta, len(parts[c]), order=len(updates)))
+                is_bad.append(False)
+                honest_float.append(dequantize(delta))
+            for c in bad_ids:
+                assert cfg.attack is not None
+                own = None
+                if needs_own_training(cfg.attack):
+                    ds = flipped.get(c, client_data[c])
+                    own = dequantize(quantize(train_client(ds, c)) - global_q)
+                ctx = AttackContext(
+                    honest_float, own, len(sampled), len(bad_ids),
+                    np.random.Generator(np.random.PCG64([cfg.seed, rnd, c])), cfg.attack_params,
+                )  # fmt: skip
+                delta = quantize(
+                    np.clip(craft(cfg.attack, ctx), -60000.0, 60000.0).astype(np.float32)
+                )
+                updates.append(Update.of(delta, len(parts[c]), order=len(updates)))
+                is_bad.append(True)
+        t_train = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        ids = [u.id for u in updates]
+        if len(set(ids)) != len(ids):
+            # Identical crafted deltas: make the ids unique, as the CIDs of distinct submissions are.
+            updates = [
+                Update(u.id + i.to_bytes(4, "big"), u.delta, u.weight, u.order)
+                for i, u in enumerate(updates)
+            ]
+        rule = "fedavg" if cfg.centralized else cfg.rule
+        result = aggregate(rule, updates, cfg.rule_params)
+        global_q = quantize(dequantize(apply_delta(global_q, result.delta)))
+        global_state = unflatten(dequantize(global_q), template)
+        t_agg = time.perf_counter() - t1
+
+        if (rnd + 1) % cfg.eval_every == 0 or rnd + 1 == cfg.rounds:
+            net.load_state_dict(global_state)
+            ev = evaluate(net, test_set, device)
+            accuracy, loss = ev.accuracy, ev.loss
+        else:
+            accuracy = loss = math.nan
+        reasons: dict[str, int] = {}
+        for v in result.verdicts:
+            if not v.accepted:
+                reasons[v.reason] = reasons.get(v.reason, 0) + 1
+        rejected = [not v.accepted for v in result.verdicts]
+        m = RoundMetrics(
+            round=rnd + 1,
+            accuracy=accuracy,
+            loss=loss,
+            submitted=len(updates),
+            accepted=rejected.count(False),
+            rejected=rejected.count(True),
+            poisoned=sum(is_bad),
+            poisoned_rejected=sum(r and b for r, b in zip(rejected, is_bad, strict=True)),
+            honest=is_bad.count(False),
+            honest_rejected=sum(r and not b for r, b in zip(rejected, is_bad, strict=True)),
+            seconds=time.perf_counter() - t0,
+            train_seconds=t_train,
+            aggregate_seconds=t_agg,
+            reasons=reasons,
+        )
+        history.append(m)
+        if on_round is not None:
+            on_round(m)
+    return SimResult(cfg, history, initial, time.perf_counter() - started)

@@ -1,0 +1,314 @@
+"""Fixed-point aggregation rules (Prepare / Execute / Assert), exact integer math, bounds, screening."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fl.aggregate import (
+    Q_MAX,
+    SCALE,
+    AggregationError,
+    ScreenConfig,
+    Update,
+    Verdict,
+    aggregate,
+    apply_delta,
+    coordinate_median,
+    dequantize,
+    dot,
+    fedavg,
+    krum,
+    krum_scores,
+    multi_krum,
+    norm_bound,
+    pairwise_sq_dists,
+    quantize,
+    score_updates,
+    screen,
+    sq_dist,
+    sq_norm,
+    trimmed_mean,
+    vector_digest,
+)
+from ledger.codec import decode_record, encode
+
+
+def v(*xs: int) -> np.ndarray:
+    return np.array(xs, dtype=np.int64)
+
+
+# ------------------------------------------------------------------ fixed point
+
+
+def test_quantize_scale_and_rounding() -> None:
+    # Prepare
+    x = np.array([1.0, -0.5, 2.0**-25, 3 * 2.0**-25, 0.0], dtype=np.float32)
+    # Execute
+    q = quantize(x)
+    # Assert: exact 2^-24 units, ties to even
+    assert q.tolist() == [SCALE, -SCALE // 2, 0, 2, 0]
+    np.testing.assert_array_equal(
+        dequantize(q), np.array([1.0, -0.5, 0.0, 2.0**-23, 0.0], np.float32)
+    )
+
+
+@pytest.mark.parametrize(
+    ("vec", "message"),
+    [
+        (np.array([np.nan], np.float32), "NaN"),
+        (np.array([np.inf], np.float32), "NaN or infinity"),
+        (np.array([70000.0], np.float32), "65536"),
+        (np.array([1.0]), "float32"),
+        (np.zeros((2, 2), np.float32), "1-D"),
+    ],
+)
+def test_quantize_rejects_out_of_range(vec: np.ndarray, message: str) -> None:
+    with pytest.raises(AggregationError, match=message):
+        quantize(vec)
+
+
+def test_quantize_dequantize_roundtrip_is_exact_for_float32_models() -> None:
+    x = np.random.default_rng(0).normal(0, 0.1, 10_000).astype(np.float32)
+    assert np.array_equal(quantize(dequantize(quantize(x))), quantize(x))
+
+
+# ------------------------------------------------------------------ exact integer math
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(-(2**41) + 1, 2**41 - 1), st.integers(-(2**41) + 1, 2**41 - 1)),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_exact_dot_matches_python_ints(pairs: list[tuple[int, int]]) -> None:
+    a = np.array([p[0] for p in pairs], dtype=np.int64)
+    b = np.array([p[1] for p in pairs], dtype=np.int64)
+    assert dot(a, b) == sum(x * y for x, y in pairs)
+    assert sq_dist(a, b) == sum((x - y) ** 2 for x, y in pairs)
+
+
+def test_exact_dot_large_vectors_do_not_overflow() -> None:
+    # Prepare: 2^20 coordinates at 2^40: the true sum 2^100 is far beyond int64
+    a = np.full(1 << 20, 1 << 40, dtype=np.int64)
+    # Execute / Assert
+    assert sq_norm(a) == (1 << 100)
+    assert dot(a, -a) == -(1 << 100)
+
+
+def test_pairwise_distances_match_direct() -> None:
+    rng = np.random.default_rng(1)
+    xs = [rng.integers(-(2**30), 2**30, 50).astype(np.int64) for _ in range(5)]
+    d = pairwise_sq_dists(xs)
+    assert all(d[i][j] == sq_dist(xs[i], xs[j]) for i in range(5) for j in range(5))
+
+
+# ------------------------------------------------------------------ rules
+
+
+def test_fedavg_weights_by_samples_and_rounds_half_up() -> None:
+    # Prepare
+    updates, weights = [v(10, 0, 1), v(20, 3, 2)], [1, 3]
+    # Execute
+    out = fedavg(updates, weights)
+    # Assert: (10 + 60) / 4 = 17.5 -> 18; 9/4 = 2.25 -> 2; 7/4 = 1.75 -> 2
+    assert out.tolist() == [18, 2, 2]
+
+
+def test_fedavg_rejects_overflow_instead_of_wrapping() -> None:
+    big = np.full(3, 2**41 - 1, dtype=np.int64)
+    with pytest.raises(AggregationError, match="int64"):
+        fedavg([big, big], [2**21, 2**21])
+    with pytest.raises(AggregationError, match="total weight"):
+        fedavg([v(1), v(1)], [2**22, 1])
+    with pytest.raises(AggregationError, match="positive ints"):
+        fedavg([v(1)], [0])
+    with pytest.raises(AggregationError, match="bound"):
+        fedavg([np.array([2**42], dtype=np.int64)], [1])
+
+
+@pytest.mark.parametrize(
+    ("updates", "expected"),
+    [
+        ([v(1, 9), v(5, -1), v(3, 4)], [3, 4]),
+        ([v(1, 10), v(4, -3), v(2, 0), v(100, 5)], [3, 2]),  # even: floor of the middle pair's mean
+        ([v(-3), v(-4)], [-4]),
+    ],
+)
+def test_coordinate_median(updates: list[np.ndarray], expected: list[int]) -> None:
+    assert coordinate_median(updates).tolist() == expected
+
+
+def test_trimmed_mean_drops_extremes() -> None:
+    # Prepare: beta 0.2 of 5 updates trims one from each side per coordinate
+    updates = [v(1, 100), v(2, 0), v(3, 1), v(4, 2), v(1000, -50)]
+    # Execute
+    out = trimmed_mean(updates, "0.2")
+    # Assert: mean of (2, 3, 4) and (0, 1, 2)
+    assert out.tolist() == [3, 1]
+    assert trimmed_mean(updates, 0).tolist() == fedavg(updates, [1] * 5).tolist()
+    with pytest.raises(AggregationError, match="trim fraction"):
+        trimmed_mean(updates, "0.5")
+
+
+def test_krum_picks_the_update_nearest_to_its_neighbours() -> None:
+    # Prepare: four clustered honest updates and one far outlier
+    updates = [v(0, 0), v(1, 0), v(0, 1), v(1, 1), v(100, 100)]
+    # Execute
+    chosen, index = krum(updates, f=1)
+    scores = krum_scores(updates, f=1)
+    # Assert
+    assert index in (0, 1, 2, 3) and scores[4] == max(scores)
+    assert index == min(range(5), key=lambda i: (scores[i], i))
+    with pytest.raises(AggregationError, match="n - f - 2"):
+        krum(updates, f=3)
+
+
+def test_multi_krum_averages_the_best_m() -> None:
+    updates = [v(0, 0), v(2, 0), v(0, 2), v(2, 2), v(100, -100)]
+    out, chosen = multi_krum(updates, [1, 1, 1, 1, 1], f=1, m=4)
+    assert chosen == [0, 1, 2, 3]
+    assert out.tolist() == [1, 1]
+
+
+def test_norm_bound_clips_only_large_updates() -> None:
+    # Prepare: norms 5 and 50, bound 10
+    small, large = v(3, 4), v(30, 40)
+    # Execute
+    out = norm_bound([small, large], 10)
+    # Assert
+    assert out[0].tolist() == [3, 4]
+    assert out[1].tolist() == [6, 8]
+
+
+# ------------------------------------------------------------------ the chain's entry point
+
+
+def _updates(seed: int, n: int = 8, size: int = 300) -> list[Update]:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0, 0.01, size)
+    out = []
+    for i in range(n):
+        d = quantize((base + rng.normal(0, 0.01, size)).astype(np.float32))
+        out.append(Update.of(d, weight=int(rng.integers(10, 100)), order=i))
+    return out
+
+
+@pytest.mark.parametrize("rule", ["fedavg", "median", "trimmed", "krum", "multikrum", "robust"])
+def test_aggregate_is_independent_of_input_order(rule: str) -> None:
+    ups = _updates(3)
+    shuffled = ups[:]
+    random.Random(1).shuffle(shuffled)
+    a, b = aggregate(rule, ups), aggregate(rule, shuffled)
+    assert a.digest == b.digest == vector_digest(a.delta)
+    # verdicts follow the caller's order
+    by_id_a = {u.id: vd for u, vd in zip(ups, a.verdicts, strict=True)}
+    by_id_b = {u.id: vd for u, vd in zip(shuffled, b.verdicts, strict=True)}
+    assert by_id_a == by_id_b
+
+
+def test_aggregate_normbound_and_errors() -> None:
+    ups = _updates(4)
+    res = aggregate("normbound", ups, {"max_norm": "0.05"})
+    assert {vd.reason for vd in res.verdicts} <= {"ok", "clipped"} and "clipped" in {
+        vd.reason for vd in res.verdicts
+    }
+    with pytest.raises(AggregationError, match="unknown aggregation rule"):
+        aggregate("mean-ish", ups)
+    with pytest.raises(AggregationError, match="share one id"):
+        aggregate("fedavg", [ups[0], ups[0]])
+    with pytest.raises(AggregationError, match="shape"):
+        aggregate("fedavg", [ups[0], Update.of(np.zeros(3, np.int64), 1)])
+    with pytest.raises(AggregationError, match="no updates"):
+        aggregate("fedavg", [])
+    with pytest.raises(AggregationError, match="unknown screen parameters"):
+        aggregate("robust", ups, {"nonsense": 1})
+
+
+def test_apply_delta_rejects_leaving_the_model_range() -> None:
+    g = np.array([Q_MAX - 1], dtype=np.int64)
+    assert apply_delta(g, v(1)).tolist() == [Q_MAX]
+    with pytest.raises(AggregationError):
+        apply_delta(g, v(2))
+
+
+def test_verdict_is_a_canonical_record() -> None:
+    vd = Verdict(False, "duplicate", -12)
+    assert decode_record(encode(vd), Verdict) == vd
+
+
+# ------------------------------------------------------------------ screening
+
+
+def _honest(rng: np.random.Generator, n: int, size: int = 2000) -> list[np.ndarray]:
+    signal = rng.normal(0, 1, size)
+    return [
+        quantize((0.01 * (signal + rng.normal(0, 2, size))).astype(np.float32)) for _ in range(n)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("make_bad", "reason"),
+    [
+        (lambda h, rng: np.zeros_like(h[0]), "no_progress"),
+        (lambda h, rng: h[0] * 10, "norm_too_large"),
+        (lambda h, rng: h[0].copy(), "duplicate"),
+        (lambda h, rng: -h[0], "opposes_consensus"),
+        (lambda h, rng: -np.mean(h, axis=0).astype(np.int64) // 2, "opposes_consensus"),
+        (
+            lambda h, rng: (np.mean(h, axis=0) - 0.5 * np.std(h, axis=0)).astype(np.int64),
+            "one_sided",
+        ),
+        (lambda h, rng: np.rint(np.mean(h, axis=0)).astype(np.int64), "derived_from_others"),
+    ],
+    ids=["free-rider", "scaling", "copy", "sign-flip", "ipm", "alie", "mean-of-others"],
+)
+def test_screen_names_the_reason_and_keeps_honest(make_bad: object, reason: str) -> None:
+    # Prepare: 8 honest updates, one malicious submitted last
+    rng = np.random.default_rng(7)
+    honest = _honest(rng, 8)
+    bad = make_bad(honest, rng)  # type: ignore[operator]
+    # Execute
+    verdicts = screen([*honest, bad], list(range(9)))
+    # Assert
+    assert [vd.accepted for vd in verdicts[:8]] == [True] * 8
+    assert verdicts[8] == Verdict(False, reason, verdicts[8].score)
+
+
+def test_screen_thresholds_are_configurable() -> None:
+    rng = np.random.default_rng(8)
+    honest = _honest(rng, 6)
+    lenient = ScreenConfig.from_params({"max_norm": 20})
+    assert screen([*honest, honest[0] * 10], list(range(7)), lenient)[6].accepted
+    strict = ScreenConfig.from_params({"min_cos": "0.99"})
+    assert not any(vd.accepted for vd in screen(honest, list(range(6)), strict))
+
+
+def test_score_updates_default_rule() -> None:
+    ups = _updates(5)
+    verdicts = score_updates(ups)
+    assert len(verdicts) == len(ups) and all(vd.accepted for vd in verdicts)
+    assert all(0 < vd.score <= 10**6 for vd in verdicts)
+
+
+def test_trust_weighting_gives_opposing_accepted_updates_no_weight() -> None:
+    # Prepare: the cosine check disabled, so a sign-flipped update is accepted
+    rng = np.random.default_rng(9)
+    honest = _honest(rng, 7)
+    flipped = -honest[0]
+    ups = [Update.of(d, 50, i) for i, d in enumerate([*honest, flipped])]
+    # Execute
+    trusted = aggregate("robust", ups, {"min_cos": "-1", "trust": 1})
+    plain = aggregate("robust", ups, {"min_cos": "-1", "trust": 0})
+    # Assert: accepted either way, but only the sample-weighted mean moves towards it
+    assert trusted.verdicts[7].accepted and trusted.verdicts[7].score < 0
+    assert dot(trusted.delta, flipped) < dot(plain.delta, flipped)
+    with pytest.raises(AggregationError, match="trust"):
+        aggregate("robust", ups, {"trust": 2})

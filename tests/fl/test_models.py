@@ -1,0 +1,130 @@
+"""Model registry, deterministic init, safetensors round trips and the flat parameter order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fl.models import (
+    ModelConfigError,
+    ModelFormatError,
+    build_model,
+    check_compatible,
+    default_config,
+    flatten,
+    from_safetensors,
+    input_shape,
+    model_ids,
+    num_params,
+    parameter_order,
+    state_dict_of,
+    to_safetensors,
+    unflatten,
+)
+
+
+@pytest.mark.parametrize(
+    ("model_id", "params"), [("mlp", 4810), ("mnist_cnn", 46_730), ("cifar_cnn", 188_810)]
+)
+def test_registry_builds_models_of_documented_size(model_id: str, params: int) -> None:
+    model = build_model(model_id)
+    assert num_params(state_dict_of(model)) == params
+    out = model(torch.zeros(2, *input_shape(model_id)))
+    assert out.shape == (2, 10)
+
+
+def test_registry_lists_and_defaults() -> None:
+    assert model_ids() == ["cifar_cnn", "mlp", "mnist_cnn"]
+    cfg = default_config("mlp")
+    cfg["hidden"].append(1)
+    assert default_config("mlp")["hidden"] == [64]  # callers cannot mutate the defaults
+
+
+@pytest.mark.parametrize(
+    ("model_id", "config", "message"),
+    [
+        ("resnet", {}, "unknown model id"),
+        ("mlp", {"depth": 3}, "unknown config key"),
+        ("mlp", {"hidden": 64}, "list of positive ints"),
+        ("mlp", {"input_dim": 1.5}, "positive int"),
+        ("mlp", {"input_dim": -1}, "positive int"),
+        ("mnist_cnn", {"channels": [8]}, "2..2 entries"),
+        ("mnist_cnn", {"image_size": 8}, "too small"),
+    ],
+)
+def test_bad_configs_are_clear_errors(
+    model_id: str, config: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ModelConfigError, match=message):
+        build_model(model_id, config)
+
+
+def test_initial_weights_follow_the_seed_and_leave_global_rng_alone() -> None:
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = flatten(state_dict_of(build_model("mnist_cnn", seed=7)))
+    after = torch.rand(1)
+    b = flatten(state_dict_of(build_model("mnist_cnn", seed=7)))
+    c = flatten(state_dict_of(build_model("mnist_cnn", seed=8)))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert torch.equal(before, after)
+
+
+def test_safetensors_roundtrip_is_exact() -> None:
+    state = state_dict_of(build_model("mnist_cnn", seed=1))
+    data = to_safetensors(state)
+    back = from_safetensors(data)
+    check_compatible(back, state)
+    assert all(torch.equal(back[k], state[k]) for k in state)
+    assert to_safetensors(back) == data  # one state, one byte string
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda b: b[:5], "too short"),
+        (lambda b: b[:-10], "invalid safetensors"),
+        (lambda b: b"\xff" * 8 + b[8:], "invalid safetensors"),
+        (lambda b: b"not bytes", "invalid safetensors"),
+    ],
+)
+def test_corrupt_safetensors_are_rejected(mutate: object, message: str) -> None:
+    data = to_safetensors(state_dict_of(build_model("mlp")))
+    with pytest.raises(ModelFormatError, match=message):
+        from_safetensors(mutate(data))  # type: ignore[operator]
+
+
+def test_safetensors_rejects_non_float_and_nan() -> None:
+    from safetensors.torch import save
+
+    with pytest.raises(ModelFormatError, match="float32"):
+        from_safetensors(save({"w": torch.zeros(2, dtype=torch.int64)}))
+    with pytest.raises(ModelFormatError, match="NaN"):
+        from_safetensors(save({"w": torch.tensor([float("nan")])}))
+    with pytest.raises(ModelFormatError, match="float32"):
+        to_safetensors({"w": torch.zeros(2, dtype=torch.float64)})
+
+
+def test_check_compatible_names_and_shapes() -> None:
+    state = state_dict_of(build_model("mlp"))
+    other = state_dict_of(build_model("mlp", {"hidden": [32]}))
+    with pytest.raises(ModelFormatError, match="shape"):
+        check_compatible(other, state)
+    with pytest.raises(ModelFormatError, match="missing"):
+        check_compatible({k: v for k, v in state.items() if k != "net.1.bias"}, state)
+
+
+def test_flat_order_is_sorted_names_row_major() -> None:
+    state = {
+        "b": torch.tensor([[1.0, 2.0], [3.0, 4.0]]),
+        "a": torch.tensor([5.0]),
+        "a.z": torch.tensor([6.0]),
+    }
+    assert [n for n, _ in parameter_order(state)] == ["a", "a.z", "b"]
+    np.testing.assert_array_equal(flatten(state), np.array([5, 6, 1, 2, 3, 4], dtype=np.float32))
+    back = unflatten(flatten(state), state)
+    assert all(torch.equal(back[k], state[k]) for k in state)
+    with pytest.raises(ModelFormatError, match="does not fit"):
+        unflatten(np.zeros(5, np.float32), state)
