@@ -191,13 +191,31 @@ class BlockSyncer:
         self._wake.set()
 
     async def run(self) -> None:
+        """Poll peers' heights at start, when poked, and while this node's height is stuck
+        (backing off up to 8 s when nobody is ahead: a halted chain needs no traffic)."""
+        backoff = self.poll_s
+        next_poll = 0.0
+        first = True
         while True:
             with trio.move_on_after(self.poll_s):
                 await self._wake.wait()
+            woke = self._wake.is_set()
             self._wake = trio.Event()
-            await self.poll_once()
+            now = trio.current_time()
+            ours = self.committed_height()
+            if ours != self._last_height:
+                self._last_height, self._last_change = ours, now
+                backoff = self.poll_s
+            stalled = now - self._last_change >= self.stall_s
+            if not (first or woke or (stalled and now >= next_poll)):
+                continue
+            first = False
+            ahead = await self.poll_once()
+            backoff = self.poll_s if ahead else min(8.0, backoff * 2)
+            next_poll = trio.current_time() + backoff
 
-    async def poll_once(self) -> None:
+    async def poll_once(self) -> bool:
+        """Ask peers for their heights and catch up if needed; True if a peer was ahead."""
         now = trio.current_time()
         ours = self.committed_height()
         if ours != self._last_height:
@@ -207,6 +225,8 @@ class BlockSyncer:
         stalled = now - self._last_change >= self.stall_s
         if best >= ours + 2 or (best >= ours + 1 and stalled):
             await self.catch_up(best)
+            return True
+        return False
 
     async def _refresh_heights(self) -> None:
         peers = self.network.connected_peers()

@@ -215,7 +215,8 @@ class ConsensusDriver:
         self.prepare_pol: Callable[[ChainState], Awaitable[PolSection | None]] | None = None
         self.on_commit: Callable[[Block], Awaitable[None]] | None = None
         self.behind: Callable[[int], None] = lambda height: None
-        self.stats = {"rounds": 0, "commits": 0, "synced": 0, "double_sign_refusals": 0}
+        self.stats = {"rounds": 0, "commits": 0, "synced": 0, "double_sign_refusals": 0,
+                      "fed": 0, "buffered": 0, "stale": 0, "catchup_answered": 0}
 
     def _reset_height_state(self) -> None:
         self.blocks: dict[bytes, Block] = {}
@@ -348,12 +349,18 @@ class ConsensusDriver:
             await self._answer_catchup(msg)
             return
         if c.height == self.height and not self.decided:
+            self.stats["fed"] += 1
+            if isinstance(msg, VoteMessage) and self.clock() - msg.vote.timestamp > 2000:
+                self.stats["late"] = self.stats.get("late", 0) + 1
             self.wal.append(WalReceived(msg))  # type: ignore[arg-type]
             self._note_message(msg)  # type: ignore[arg-type]
             await self._feed(c.event)
         elif c.height > self.height:
+            self.stats["buffered"] += 1
             if len(self._future) < MAX_FUTURE_MESSAGES:
                 self._future.append(c)
+        else:
+            self.stats["stale"] += 1
 
     def _note_message(self, msg: ConsensusMessage) -> None:
         if isinstance(msg, ProposalMessage):
@@ -361,8 +368,10 @@ class ConsensusDriver:
             self.proposal_msgs.setdefault(msg.proposal.round, msg)
         elif isinstance(msg, VoteMessage):
             v = msg.vote
-            self.votes.setdefault((v.round, v.type), {}).setdefault(
-                v.validator_address, []).append(v)
+            held = self.votes.setdefault((v.round, v.type), {}).setdefault(
+                v.validator_address, [])
+            if all(h.block_id != v.block_id for h in held):  # re-sent copies add nothing
+                held.append(v)
 
     # ------------------------------------------------------------ heights
 
@@ -693,36 +702,51 @@ class ConsensusDriver:
     # ------------------------------------------------------------ gossip upkeep
 
     async def _rebroadcast_loop(self) -> None:
-        """Re-send own messages of the current height; ask for help when stuck."""
+        """When the round makes no progress, re-send this node's latest messages and ask
+        peers for theirs, backing off exponentially (interval, 2x, 4x, ... 8 s) until the
+        round moves again.
+
+        Only the messages of the current and the previous round are re-sent, and only while
+        stalled: py-libp2p gossip costs milliseconds of CPU per message and node, and
+        re-sending on a fixed beat while every node waits makes rounds slower than their
+        timeouts (measured: a congestion collapse after a restart of half the validators).
+        """
         interval = self.cfg.rebroadcast_interval_ms / 1000
+        wait = interval
+        last_seen = self._last_progress
         while True:
             await trio.sleep(interval)
-            if self.decided:
+            if self._last_progress != last_seen:
+                last_seen, wait = self._last_progress, interval
+            stalled = trio.current_time() - self._last_progress
+            if self.decided or stalled < wait:
                 continue
+            lo = self.core.round - 1
             for msg in list(self.own):
-                await self._send_message(msg)
-            if trio.current_time() - self._last_progress > 2 * interval:
-                await self._send_message(CatchupRequest(self.height, self.core.round))
+                if _round_of(msg) >= lo:
+                    await self._send_message(msg)
+            await self._send_message(CatchupRequest(self.height, self.core.round))
+            wait = min(8.0, stalled + wait)  # next re-send after twice the silence so far
 
     async def _answer_catchup(self, req: CatchupRequest) -> None:
         if req.height != self.height:
             return
         key = (req.height, req.round)
         now = trio.current_time()
-        if now - self._catchup_answered.get(key, -1e9) < self.cfg.rebroadcast_interval_ms / 1000:
+        if now - self._catchup_answered.get(key, -1e9) < 2 * self.cfg.rebroadcast_interval_ms / 1000:
             return
         self._catchup_answered = {k: t for k, t in self._catchup_answered.items()
                                   if k[0] >= self.height}
         self._catchup_answered[key] = now
+        self.stats["catchup_answered"] += 1
         # Everything held for that round: the proposal and every vote (they are signed by
         # their authors, so relaying them is as good as the original).
         msgs: list[ConsensusMessage] = []
-        for r in (req.round, self.core.round):
-            if r in self.proposal_msgs:
-                msgs.append(self.proposal_msgs[r])
-            for t in (VoteType.PREVOTE, VoteType.PRECOMMIT):
-                for vs in self.votes.get((r, t), {}).values():
-                    msgs += [VoteMessage(v) for v in vs]
+        if req.round in self.proposal_msgs:
+            msgs.append(self.proposal_msgs[req.round])
+        for t in (VoteType.PREVOTE, VoteType.PRECOMMIT):
+            for vs in self.votes.get((req.round, t), {}).values():
+                msgs += [VoteMessage(v) for v in vs]
         for m in dict.fromkeys(msgs):
             await self._send_message(m)
 
@@ -759,6 +783,14 @@ class ConsensusDriver:
             return {v.address: v.priority for v in self.schedule.set_for(h).validators}
         except ValueError:
             return {}
+
+
+def _round_of(msg: ConsensusMessage) -> int:
+    if isinstance(msg, VoteMessage):
+        return msg.vote.round
+    if isinstance(msg, ProposalMessage):
+        return msg.proposal.round
+    return -1
 
 
 def _effect_key(eff: Effect) -> tuple[Any, ...] | None:

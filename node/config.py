@@ -49,6 +49,8 @@ class P2PConfig:
     muxer: str = "yamux"
     # libp2p message signatures (origin authentication of every gossip message)
     sign_messages: bool = True
+    # a connection whose outbound gossip has not moved for this long is closed and re-dialled
+    wedge_timeout_s: int = 8
 
 
 @dataclass

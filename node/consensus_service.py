@@ -107,7 +107,10 @@ def register_consensus(reg: Registry, node: Node) -> None:
                 "peers": [{"node_address": p, "height": str(h)}
                           for p, h in sorted(svc.syncer.peer_heights.items())],
                 "block_sync": {"catching_up": svc.syncer.catching_up,
-                               "synced_blocks": svc.syncer.synced_blocks}}
+                               "synced_blocks": svc.syncer.synced_blocks},
+                "gossip": {"topic_peers": node.p2p.topic_peers(),
+                           "topic_stats": node.p2p.topic_stats(),
+                           "connected": node.p2p.connected_peers()}}
 
     reg.add("consensus_state", consensus_state)
     reg.add("dump_consensus_state", dump_consensus_state, operator=True)

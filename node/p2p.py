@@ -212,6 +212,7 @@ class P2PNode:
         self.peer_id = node_key.peer_id
         self.on_peer_connected: Callable[[str], None] | None = None
         self.connect_count: dict[str, int] = {}
+        self.wedged_connections = 0
         # every muxed connection ever opened, so shutdown can close the ones py-libp2p
         # forgets (a deduplicated SwarmConn can drop out of its table with its socket open)
         self._muxed: dict[str, list[Any]] = {}
@@ -285,6 +286,7 @@ class P2PNode:
                         nursery.start_soon(self._read_topic, t, sub)
                     for peer_id, info in self.bootstrap:
                         self._add_dial_target(peer_id, info, bootstrap=True)
+                    nursery.start_soon(self._watchdog)
                     self.log.info("p2p listening", peer_id=self.peer_id,
                                   addrs=[str(a) for a in self.listen_multiaddrs()],
                                   bootstrap=len(self.bootstrap))
@@ -367,6 +369,21 @@ class P2PNode:
             )
         self.bytes_published += len(data)
         await self.pubsub.publish(topic.full, data)
+
+    def topic_peers(self) -> dict[str, list[str]]:
+        """Peers known to be subscribed to each of our topics, and those in our mesh."""
+        out: dict[str, list[str]] = {}
+        if self.pubsub is None:
+            return out
+        for t in self._topics.values():
+            subs = sorted(str(p) for p in self.pubsub.peer_topics.get(t.full, ()))
+            mesh = sorted(str(p) for p in getattr(self.router, "mesh", {}).get(t.full, ()))
+            out[t.name] = subs
+            out[t.name + ":mesh"] = mesh
+        out["pubsub_peers"] = sorted(str(p) for p in self.pubsub.peers)
+        out["queued"] = [f"{str(p)[-6:]}:{len(q._queue)}"
+                         for p, q in getattr(self.pubsub, "peer_queues", {}).items()]
+        return out
 
     def topic_stats(self) -> dict[str, dict[str, int]]:
         return {t.name: {"received": t.received, "rejected": t.rejected, "ignored": t.ignored}
@@ -478,6 +495,30 @@ class P2PNode:
                 )
                 await trio.sleep(delay)
                 backoff = min(cap, backoff * 2)
+
+    async def _watchdog(self) -> None:
+        """Close connections whose gossip has stopped moving.
+
+        py-libp2p's yamux can wedge a connection under bidirectional load: the frame reader
+        writes window updates inline and blocks when the peer does, and then nothing moves
+        in either direction (measured in our testnets after restarts). A wedged connection
+        never recovers by itself, and shielded stream cleanups hang on it; closing its socket
+        wakes them all, and both sides re-dial a fresh connection.
+        """
+        stall = self.cfg.wedge_timeout_s
+        while True:
+            await trio.sleep(max(0.5, stall / 4))
+            now = trio.current_time()
+            for pid, q in list(getattr(self.pubsub, "peer_queues", {}).items()):
+                since = getattr(q, "pending_since", None)
+                if since is not None and now - since > stall:
+                    peer = str(pid)
+                    self.wedged_connections += 1
+                    self.log.warning("gossip to peer stalled, closing the connection",
+                                     peer=peer, queued=len(q._queue),
+                                     stalled_s=round(now - since, 1))
+                    q.pending_since = None
+                    await self._close_leftover_connections(peer)
 
     def _is_connected(self, peer_id: str) -> bool:
         return peer_id in {str(p) for p in self.host.get_connected_peers()}
@@ -620,8 +661,23 @@ def enlarge_pubsub_queues(size: int) -> None:
         _ORIGINAL_QUEUE = (ps.RpcQueue, ps.SUBSCRIPTION_CHANNEL_SIZE)
 
     class LargeRpcQueue(RpcQueue):
+        """The per-peer outbound queue, larger, and watched: ``pending_since`` says since
+        when RPCs have waited without the sender taking any (a wedged connection)."""
+
         def __init__(self, max_size: int = size, **kw: Any) -> None:
             super().__init__(max_size=max_size, **kw)
+            self.pending_since: float | None = None
+
+        def push(self, rpc: Any, priority: bool = False) -> bool:
+            ok = super().push(rpc, priority)
+            if ok and self.pending_since is None:
+                self.pending_since = trio.current_time()
+            return ok
+
+        async def pop(self) -> Any:
+            item = await super().pop()
+            self.pending_since = trio.current_time() if len(self._queue) else None
+            return item
 
     ps.RpcQueue = LargeRpcQueue  # type: ignore[misc,assignment]
     ps.SUBSCRIPTION_CHANNEL_SIZE = size

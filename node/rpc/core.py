@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import TYPE_CHECKING, Any
 
-from node.rpc.jsonrpc import Registry
+from node.rpc.jsonrpc import Param, Registry
 
 if TYPE_CHECKING:
     from node.daemon import Node
@@ -72,6 +72,16 @@ def register_core(reg: Registry, node: Node) -> None:
         """The genesis document."""
         return {"genesis": node.genesis_doc}
 
+    async def debug_tasks(filter: str = "") -> dict[str, Any]:
+        """Where every trio task waits (operator-only diagnostics)."""
+        from node.debugtasks import task_dump
+
+        tasks = task_dump()
+        if filter:
+            tasks = [t for t in tasks if any(filter in f for f in t["stack"]) or filter in t["task"]]
+        return {"tasks": tasks}
+
+    reg.add("debug_tasks", debug_tasks, [Param("filter", "str", max_len=200)], operator=True)
     reg.add("health", health)
     reg.add("status", status)
     reg.add("net_info", net_info)
