@@ -15,7 +15,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from cli.common import console, fail
+from cli.common import console
 
 
 def _fedledger() -> list[str]:
@@ -34,25 +34,6 @@ def _try(addr: str, method: str) -> Any:
         return None
 
 
-def _free_base_port(n: int) -> int:
-    import socket
-
-    for base in range(27000, 60000, 97):
-        try:
-            socks = []
-            for p in range(base, base + n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", p))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    fail("no free port range on 127.0.0.1")
-
-
 def demo(
     validators: int = typer.Option(4, "--validators", min=1, max=16),
     workdir: Path | None = typer.Option(None, "--workdir", help="Keep homes and logs here."),
@@ -66,7 +47,9 @@ def demo(
         tmp = tempfile.mkdtemp(prefix="fedledger-demo-")
         workdir = Path(tmp)
     workdir.mkdir(parents=True, exist_ok=True)
-    base = _free_base_port(2 * validators)
+    from node.ports import free_port_block
+
+    base = free_port_block(2 * validators)
     nodes = make_testnet(workdir / "testnet", validators, base_port=base, force=True,
                          chain_id="fedledger-demo")
     console.print(f"[bold]fedledger demo[/]: {validators} validators in {workdir}")

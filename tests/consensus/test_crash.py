@@ -15,7 +15,7 @@ from ledger.failpoint import EXIT_CODE
 from tests.consensus.testnet_helpers import Testnet
 from tests.node.node_helpers import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("testnet")]
 
 # (fail point, which hit): every place the node writes consensus-critical state
 POINTS = [

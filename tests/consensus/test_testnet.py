@@ -10,7 +10,7 @@ import pytest
 from tests.consensus.testnet_helpers import Testnet, assert_height_stays
 from tests.node.node_helpers import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("testnet")]
 
 
 def same_chain(tn: Testnet, nodes: list[int], lo: int, hi: int) -> None:

@@ -10,7 +10,8 @@ from typing import Any
 
 from node.config import ConsensusConfig
 from node.home import make_testnet
-from tests.node.node_helpers import NodeProcess, free_port_block, try_rpc, wait_for
+from node.ports import free_port_block
+from tests.node.node_helpers import NodeProcess, try_rpc, wait_for
 
 # Quick blocks (timeout_commit) but CometBFT-like round timeouts: the test machines are
 # small and shared, and rounds that time out faster than gossip moves never finish.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -53,29 +52,6 @@ async def running_inprocess_node(nursery: trio.Nursery, home: Home,
         yield node
     finally:
         cancel.cancel()
-
-
-def free_port_block(n: int, start: int = 20000, end: int = 60000) -> int:
-    """A base port such that base..base+n-1 are all free on 127.0.0.1 right now."""
-    import random
-
-    rng = random.Random(os.getpid() ^ time.time_ns())
-    for _ in range(200):
-        base = rng.randrange(start, end - n)
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("127.0.0.1", p))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port block found")
 
 
 def rpc(addr: str, method: str, params: dict[str, Any] | None = None,

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from node.ports import free_port_block
 from tests.node.node_helpers import (
     FEDLEDGER,
     NodeProcess,
-    free_port_block,
     try_rpc,
     wait_for,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("testnet")]
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
