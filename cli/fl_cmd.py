@@ -52,6 +52,15 @@ def simulate(
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
     threads: int = typer.Option(0, help="torch CPU threads (0: torch default)"),
+    privacy: str = typer.Option("none", help="none, dp, he or dp+he (docs/privacy.md)"),
+    epsilon: float | None = typer.Option(None, help="DP: target epsilon after all rounds"),
+    delta: float = typer.Option(1e-5, help="DP: the task's delta"),
+    clip: float = typer.Option(1.0, help="DP: L2 bound on each update"),
+    noise_multiplier: float | None = typer.Option(
+        None, help="DP: noise multiplier z (instead of --epsilon)"
+    ),
+    he_params: str = typer.Option("n8192", help="HE: CKKS parameters n4096, n8192 or n16384"),
+    he_layout: str = typer.Option("auto", help="HE: slot layout auto, exact, packed2 or packed3"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON only"),
 ) -> None:
     """Run N clients for R rounds in one process and report per-round metrics."""
@@ -63,24 +72,32 @@ def simulate(
     from fl.aggregate import AggregationError
     from fl.data import DatasetError
     from fl.models import ModelConfigError
+    from fl.privacy.pipeline import PrivacyConfig
     from fl.simulate import RoundMetrics, SimConfig, run_simulation
     from fl.train import DeviceError, TrainConfig
 
     if threads > 0:
         torch.set_num_threads(threads)
     try:
+        if privacy in ("dp", "dp+he") and epsilon is None and noise_multiplier is None:
+            raise ValueError("--privacy dp needs --epsilon or --noise-multiplier")
+        priv = PrivacyConfig(
+            mode=privacy, clip=clip, noise_multiplier=noise_multiplier, epsilon=epsilon,
+            delta=delta, he_params=he_params, he_layout=he_layout,
+        )  # fmt: skip
         cfg = SimConfig(
             dataset=dataset, data_dir=data_dir, model=model, clients=clients, per_round=per_round,
             rounds=rounds, partition=partition, alpha=alpha, shards_per_client=shards_per_client,
             seed=seed, rule=rule, rule_params=_parse_params(rule_param), attack=attack,
-            malicious=malicious, centralized=centralized, device=device,
+            malicious=malicious, centralized=centralized, device=device, privacy=priv,
             train=TrainConfig(optimizer=optimizer, lr=lr, momentum=momentum, epochs=epochs, batch_size=batch_size),
         )  # fmt: skip
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
 
-    table = Table(title=f"{dataset} / {rule}" + (f" / {attack} {malicious:.0%}" if attack else ""))
+    title = f"{dataset} / {rule}" + (f" / {attack} {malicious:.0%}" if attack else "")
+    table = Table(title=title + (f" / {privacy}" if privacy != "none" else ""))
     for col in (
         "round",
         "accuracy",
@@ -90,7 +107,7 @@ def simulate(
         "poisoned rej.",
         "honest rej.",
         "s",
-    ):
+    ) + (("epsilon",) if privacy in ("dp", "dp+he") else ()):
         table.add_column(col, justify="right")
 
     console = Console(stderr=as_json)
@@ -105,6 +122,7 @@ def simulate(
             table.add_row(
                 str(m.round), f"{m.accuracy:.4f}", f"{m.loss:.4f}", str(m.accepted), str(m.rejected),
                 f"{m.poisoned_rejected}/{m.poisoned}", f"{m.honest_rejected}/{m.honest}", f"{m.seconds:.2f}",
+                *((f"{m.epsilon:.3f}",) if m.epsilon is not None else ()),
             )  # fmt: skip
 
         try:

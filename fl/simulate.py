@@ -24,6 +24,7 @@ from fl.aggregate import Update, aggregate, apply_delta, dequantize, quantize
 from fl.attacks import ATTACKS, AttackContext, craft, flip_labels, needs_own_training
 from fl.data import Dataset, dirichlet, iid, load_dataset, shards, split
 from fl.models import StateDict, build_model, flatten, state_dict_of, unflatten
+from fl.privacy.pipeline import PrivacyConfig, PrivacyPipeline
 from fl.train import TrainConfig, evaluate, select_device, train_local
 
 __all__ = ["DEFAULT_MODELS", "RoundMetrics", "SimConfig", "SimResult", "run_simulation"]
@@ -57,6 +58,7 @@ class SimConfig:
     centralized: bool = False  # one model trained on the sampled clients' pooled data each round
     device: str = "auto"
     eval_every: int = 1  # evaluate every k rounds (and always after the last); others report NaN
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # none | dp | he | dp+he
 
     def __post_init__(self) -> None:
         if self.attack is not None and self.attack not in ATTACKS:
@@ -71,6 +73,10 @@ class SimConfig:
             raise ValueError("eval_every must be >= 1")
         if self.partition not in ("dirichlet", "iid", "shards"):
             raise ValueError(f"unknown partition {self.partition!r}")
+        if self.privacy.mode != "none" and (self.rule != "fedavg" or self.centralized):
+            raise ValueError(
+                f"privacy mode {self.privacy.mode!r} runs only the federated fedavg rule"
+            )
 
     def to_plain(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -94,6 +100,8 @@ class RoundMetrics:
     train_seconds: float
     aggregate_seconds: float
     reasons: dict[str, int] = field(default_factory=dict)
+    epsilon: float | None = None  # DP: privacy spent after this round at the task's delta
+    privacy: dict[str, Any] = field(default_factory=dict)  # DP / HE timings and sizes
 
 
 @dataclass
@@ -177,6 +185,23 @@ def run_simulation(
         {c: flip_labels(client_data[c]) for c in malicious} if cfg.attack == "label_flip" else {}
     )
 
+    priv = None
+    if cfg.privacy.mode != "none":
+        sizes = sorted((len(p) for p in parts), reverse=True)
+        priv = PrivacyPipeline(
+            cfg.privacy, clients=cfg.clients, per_round=cfg.per_round, rounds=cfg.rounds,
+            seed=cfg.seed, max_round_weight=sum(sizes[: cfg.per_round]), num_params=global_q.size,
+        )  # fmt: skip
+    blobs: list[bytes | None] = []
+
+    def submit(delta: npt.NDArray[np.int64], c: int, rnd: int, honest: bool) -> Update:
+        weight = len(parts[c])
+        if priv is not None:
+            sub = priv.client(delta, weight, rnd, c, honest=honest)
+            delta, weight = sub.delta, sub.weight
+            blobs.append(sub.ciphertext)
+        return Update.of(delta, weight, order=len(updates))
+
     initial = evaluate(net, test_set, device).accuracy
     history: list[RoundMetrics] = []
     for rnd in range(cfg.rounds):
@@ -186,6 +211,7 @@ def run_simulation(
         honest_ids = [c for c in sampled if c not in malicious]
         bad_ids = [c for c in sampled if c in malicious]
         updates: list[Update] = []
+        blobs.clear()
         is_bad: list[bool] = []
 
         def train_client(
@@ -205,9 +231,9 @@ def run_simulation(
             honest_float: list[npt.NDArray[np.float32]] = []
             for c in honest_ids:
                 delta = quantize(train_client(client_data[c], c)) - global_q
-                updates.append(Update.of(delta, len(parts[c]), order=len(updates)))
+                updates.append(submit(delta, c, rnd, True))
                 is_bad.append(False)
-                honest_float.append(dequantize(delta))
+                honest_float.append(dequantize(updates[-1].delta))
             for c in bad_ids:
                 assert cfg.attack is not None
                 own = None
@@ -221,7 +247,7 @@ def run_simulation(
                 delta = quantize(
                     np.clip(craft(cfg.attack, ctx), -60000.0, 60000.0).astype(np.float32)
                 )
-                updates.append(Update.of(delta, len(parts[c]), order=len(updates)))
+                updates.append(submit(delta, c, rnd, False))
                 is_bad.append(True)
         t_train = time.perf_counter() - t0
 
@@ -234,7 +260,10 @@ def run_simulation(
                 for i, u in enumerate(updates)
             ]
         rule = "fedavg" if cfg.centralized else cfg.rule
-        result = aggregate(rule, updates, cfg.rule_params)
+        if priv is not None:
+            result = priv.aggregate(updates, blobs)
+        else:
+            result = aggregate(rule, updates, cfg.rule_params)
         global_q = quantize(dequantize(apply_delta(global_q, result.delta)))
         global_state = unflatten(dequantize(global_q), template)
         t_agg = time.perf_counter() - t1
@@ -266,6 +295,9 @@ def run_simulation(
             aggregate_seconds=t_agg,
             reasons=reasons,
         )
+        if priv is not None:
+            stats = priv.end_round()
+            m.epsilon, m.privacy = stats.epsilon, stats.to_plain()
         history.append(m)
         if on_round is not None:
             on_round(m)

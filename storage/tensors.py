@@ -21,13 +21,14 @@ from typing import Any, BinaryIO
 from storage.chunker import DEFAULT_CHUNK_SIZE, boundaries, check_chunk_size
 from storage.cid import Cid, chunk_cid, parse_cid
 from storage.errors import InvalidManifest
-from storage.manifest import SAFETENSORS_MEDIA_TYPE, TensorInfo, build_manifest
+from storage.manifest import OCTET_STREAM, SAFETENSORS_MEDIA_TYPE, TensorInfo, build_manifest
 from storage.store import ContentStore
 
 __all__ = [
     "MAX_HEADER_BYTES",
     "MIN_ALIGNED_TENSOR",
     "SafetensorsLayout",
+    "bytes_cid",
     "get_state_dict",
     "parse_safetensors_header",
     "put_safetensors_file",
@@ -223,3 +224,15 @@ def shared_bytes(store: ContentStore, old: Cid | str, new: Cid | str) -> tuple[i
     new_manifest = store.get_manifest(new)
     shared = sum(c.size for c in new_manifest.chunks if c.cid in old_chunks)
     return shared, new_manifest.total_size
+
+
+def bytes_cid(data: bytes, *, chunk_size: int = DEFAULT_CHUNK_SIZE,
+              media_type: str = OCTET_STREAM) -> Cid:
+    """The CID ``ContentStore.put_bytes(data, chunk_size=..., media_type=...)`` returns,
+    computed without a store (a trainer names its objects before it can write them)."""
+    size = check_chunk_size(chunk_size)
+    view = memoryview(data)
+    refs = [(chunk_cid(view[i : i + size]), len(view[i : i + size]))
+            for i in range(0, len(data), size)]
+    _, _, cid = build_manifest(refs, media_type=media_type, chunk_size=size)
+    return cid

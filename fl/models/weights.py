@@ -75,6 +75,9 @@ def from_safetensors(data: bytes, max_size: int = MAX_SAFETENSORS_BYTES) -> Stat
         state = load(bytes(data))
     except Exception as e:  # safetensors raises SafetensorError and others on garbage
         raise ModelFormatError(f"invalid safetensors data: {e}") from e
+    # sorted by name (UTF-8 bytes, the documented parameter order): the loader's own order
+    # depends on the process's hashing, and errors must read the same on every validator
+    state = {k: state[k] for k in sorted(state, key=lambda n: n.encode())}
     for k, v in state.items():
         if v.dtype != torch.float32:
             raise ModelFormatError(f"{k}: expected float32, got {v.dtype}")

@@ -1,0 +1,1 @@
+"""The node's federated-learning services: trainer, verifier, inference (docs/fl-chain.md)."""
