@@ -275,7 +275,7 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise CodecError(f"{path}: expected map, got {type(value).__name__}")
         vt = get_args(tp)[1] if get_args(tp) else Any
         return {k: _convert(v, vt, f"{path}.{k}") for k, v in value.items()}
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+    if isinstance(tp, type):  # a record class, or a base class of registered records
         return _from_plain_record(value, tp, path)
     raise CodecError(f"{path}: unsupported annotation {tp!r}")  # pragma: no cover
 
