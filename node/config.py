@@ -51,6 +51,10 @@ class P2PConfig:
     sign_messages: bool = True
     # a connection whose outbound gossip has not moved for this long is closed and re-dialled
     wedge_timeout_s: int = 8
+    # yamux: a window update after every read (py-libp2p's default) or in batches (go-yamux)
+    yamux_release_on_read: bool = False
+    # bootstrap peers are gossipsub direct peers (always sent every message)
+    direct_bootstrap: bool = True
 
 
 @dataclass
