@@ -315,7 +315,12 @@ class ConsensusDriver:
                 self.started.set()
                 task_status.started()
                 async for item in self._recv:
-                    await self._handle(item)
+                    try:
+                        await self._handle(item)
+                    except Exception as e:  # one bad input must not stop consensus
+                        self.stats["errors"] = self.stats.get("errors", 0) + 1
+                        self.log.error("consensus event failed", item=type(item).__name__,
+                                       error=repr(e), exc_info=e)
         finally:
             self.wal.close()
 
@@ -747,7 +752,9 @@ class ConsensusDriver:
         for t in (VoteType.PREVOTE, VoteType.PRECOMMIT):
             for vs in self.votes.get((req.round, t), {}).values():
                 msgs += [VoteMessage(v) for v in vs]
-        for m in dict.fromkeys(msgs):
+        # dedupe by encoding: records holding maps (a TaskSpec in a block) are not hashable
+        unique = {encode(m): m for m in msgs}
+        for m in unique.values():
             await self._send_message(m)
 
     # ------------------------------------------------------------ introspection (RPC)

@@ -116,7 +116,11 @@ class TrainerConfig:
     partition_index: int = 0
     partition_count: int = 1
     partition_alpha_milli: int = 500
-    # evaluation-only attack for experiments; empty = honest
+    # account in keyring/ that signs the trainer's transactions (default: the moniker's)
+    account: str = ""
+    # torch intra-op threads for training (0: torch's default, all cores)
+    threads: int = 0
+    # evaluation-only attack for experiments (fl.attacks names); empty = honest
     attack: str = ""
 
 

@@ -22,12 +22,14 @@ from node.config import NodeConfig
 from node.consensus_service import ConsensusService, register_consensus
 from node.content import ContentService
 from node.events import EventBus
+from node.fl.service import FLServices
 from node.home import Home
 from node.logs import get_logger
 from node.metrics import NodeMetrics
 from node.p2p import P2PNode, Validation, parse_listen_multiaddr, parse_peer_multiaddr
 from node.rpc.content import register_content
 from node.rpc.core import register_core
+from node.rpc.fl import register_fl
 from node.rpc.jsonrpc import Registry
 from node.rpc.ledger import register_ledger
 from node.rpc.server import RPCApp, serve_rpc
@@ -117,6 +119,8 @@ class Node:
         register_consensus(self.rpc, self)
         self.content = ContentService(self)
         register_content(self.rpc, self)
+        self.fl = FLServices(self)
+        register_fl(self.rpc, self)
 
     async def _ignore(self, origin: str, value: Any) -> None:
         return None

@@ -38,6 +38,11 @@ class BufferedSink:
         """Write every buffered object into ``store`` (trio thread); returns their CIDs."""
         out = []
         for cid, data in self.objects.items():
+            if store.has(cid):  # e.g. the round's global model, stored under its own CID
+                if pin is not None:
+                    store.pin(cid, pin)
+                out.append(cid)
+                continue
             got = bytes(store.put_bytes(data, chunk_size=self.chunk_size, pin=pin))
             if got != cid:  # the store and bytes_cid disagree: a bug, never silently
                 raise RuntimeError(f"content store named an object {got.hex()}, expected "

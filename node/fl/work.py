@@ -66,7 +66,7 @@ def train_round(
     round_id: bytes,
     chunk_size: int,
     device: str = "auto",
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
     transform_update: Callable[[dict[str, Any], dict[str, Any]], bytes] | None = None,
 ) -> TrainOutput:
     """Train on the local data from the round's global model and record the PoL transcript.

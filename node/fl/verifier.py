@@ -1,0 +1,290 @@
+"""The verifier service of a validator: checks submissions as they arrive, pre-computes each
+round's result, and fills (PrepareProposal) and checks (ProcessProposal) the FL section.
+
+Work per submission (as soon as it is committed, and its reveal under ``replay``): fetch the
+transcript, update and checkpoints through the content exchange, verify the proof of
+learning in a worker thread, cache the verdict. When a round is due, score and aggregate
+the PoL-valid updates (also in a thread), store the new global model, and keep the
+``RoundResult``: the proposer puts it in its block, every other validator compares the
+proposed one with its own and prevotes nil on any difference (docs/fl-chain.md §5).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ledger.codec import CodecError, decode_record, encode
+from ledger.fl import (
+    Contribution,
+    FLSection,
+    Rejection,
+    RoundResult,
+    TaskState,
+    due_rounds,
+    get_task,
+    list_submissions,
+    list_tasks,
+    round_id,
+)
+from node.logs import get_logger
+
+if TYPE_CHECKING:
+    from ledger.block import Block, PolSection
+    from ledger.chainstate import ChainState
+    from node.daemon import Node
+
+# PoL reasons that prove nothing against the trainer (our side could not check)
+_UNPROVEN = {"missing_content", "no_reveal", "verification_error", "unavailable", "bad_policy"}
+FETCH_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Check:
+    """The verifier's verdict on one submission."""
+
+    ok: bool
+    reason: str
+    proven: bool
+    segments: tuple[int, ...] = ()
+    checkpoints: tuple[bytes, ...] = ()
+    update_bytes: bytes | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class _Work:
+    checks: dict[tuple[int, int, bytes], Check] = field(default_factory=dict)
+    started: set[tuple[int, int, bytes]] = field(default_factory=set)
+    results: dict[tuple[int, int, bytes], RoundResult] = field(default_factory=dict)
+
+
+class VerifierService:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.log = get_logger("fedledger.verifier", moniker=node.cfg.moniker)
+        self.work = _Work()
+        self.cpu = trio.CapacityLimiter(1)  # PoL replays and aggregations, one at a time
+        self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.stats = {"verified": 0, "rejected": 0, "rounds": 0, "mismatches": 0}
+
+    # ------------------------------------------------------------ background work
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            seen = -1
+            while True:
+                h = self.node.chain.height
+                if h != seen:
+                    seen = h
+                    self._schedule(self.node.chain.state)
+                with trio.move_on_after(1.0):
+                    await self.node.chain.wait_for_height(h + 1)
+
+    def _schedule(self, state: ChainState) -> None:
+        """Start checks of every committed submission of every open task we have not seen."""
+        assert self._nursery is not None
+        for task_id, task in list_tasks(state):
+            if task.status == "finished":
+                continue
+            for trainer, sub in list_submissions(state, task_id, task.round):
+                key = (task_id, task.round, trainer)
+                if key in self.work.started:
+                    continue
+                if task.spec.pol_policy == "replay" and not sub.reveal_cid \
+                        and state.height < task.close_height:
+                    continue  # wait for the reveal (or its deadline)
+                self.work.started.add(key)
+                self._nursery.start_soon(self._check_submission, task_id, task, trainer, sub)
+            for due in due_rounds(state, state.height):
+                self._nursery.start_soon(self._result_quietly, state, *due)
+
+    async def _result_quietly(self, state: ChainState, task_id: int, round_: int) -> None:
+        try:
+            await self.round_result(state, task_id, round_)
+        except Exception as e:
+            self.log.warning("could not pre-compute a round result", task=task_id, round=round_,
+                             error=repr(e))
+
+    async def _fetch(self, cid: bytes, pin: str) -> bytes:
+        content = self.node.content
+        if not content.store.has(cid):
+            await content.fetch(cid, pin=pin, timeout_s=FETCH_TIMEOUT_S)
+        else:
+            content.store.pin(cid, pin)
+        return content.store.get_bytes(cid)  # type: ignore[no-any-return]
+
+    async def _check_submission(self, task_id: int, task: TaskState, trainer: bytes,
+                                sub: Any) -> None:
+        key = (task_id, task.round, trainer)
+        t0 = time.perf_counter()
+        check = await self._verify(task_id, task, trainer, sub)
+        check.seconds = time.perf_counter() - t0
+        self.work.checks[key] = check
+        self.stats["verified" if check.ok else "rejected"] += 1
+        self.node.metrics.pol_verify_seconds.observe(check.seconds)
+        self.log.info("submission checked", task=task_id, round=task.round,
+                      trainer=trainer.hex()[:12], ok=check.ok, reason=check.reason,
+                      seconds=round(check.seconds, 2))
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _verify(self, task_id: int, task: TaskState, trainer: bytes, sub: Any) -> Check:
+        from fl.pol import Transcript
+        from node.fl.sink import PrefetchedSink
+        from node.fl.work import TaskModel, verify_submission
+
+        spec = task.spec
+        pin = f"verify task {task_id} round {task.round}"
+        try:
+            update = await self._fetch(sub.update_cid, pin)
+        except Exception as e:  # not the trainer's provable fault: maybe our network
+            self.log.warning("update unavailable", task=task_id, trainer=trainer.hex()[:12],
+                             error=repr(e)[:200])
+            return Check(False, "unavailable", False)
+        if spec.pol_policy == "off" or not sub.transcript_cid:
+            return Check(True, "ok", False, update_bytes=update)
+        sink = PrefetchedSink({sub.update_cid: update})
+        try:
+            raw = await self._fetch(sub.transcript_cid, pin)
+            sink.add(sub.transcript_cid, raw)
+            transcript = decode_record(raw, Transcript)
+            needed = {bytes(task.global_model_cid)}
+            for seg in transcript.segments:
+                needed.add(bytes(seg.model_cid))
+                if seg.optim_cid:
+                    needed.add(bytes(seg.optim_cid))
+            if sub.reveal_cid:
+                needed.add(bytes(sub.reveal_cid))
+            for cid in needed - set(sink.objects):
+                sink.add(cid, await self._fetch(cid, pin))
+        except CodecError as e:
+            return Check(False, f"malformed_transcript: {e}"[:64], True)
+        except Exception as e:
+            return Check(False, f"unavailable: {type(e).__name__}"[:64], False)
+        tm = TaskModel(spec.model_id, dict(spec.model_config), dict(spec.train), spec.pol_k)
+        dp = spec.privacy in ("dp", "dp+he")
+        async with self.cpu:
+            verdict = await trio.to_thread.run_sync(lambda: verify_submission(
+                tm, sub.transcript_cid, sink, seed=sub.seed, policy=spec.pol_policy,
+                global_cid=task.global_model_cid,
+                round_id=round_id(self.node.chain_id, task_id, task.round),
+                update_cid=None if dp else sub.update_cid,
+                reveal_cid=sub.reveal_cid or None, data_root=sub.data_commitment,
+                samples=sub.sample_count))
+        if not verdict.ok:
+            code = verdict.reason.split(":")[0]
+            return Check(False, verdict.reason[:64], code not in _UNPROVEN)
+        segs = tuple(sorted(verdict.checked))
+        cps = tuple(bytes(transcript.segments[i].model_cid) for i in segs)
+        return Check(True, "ok", False, segs, cps, update)
+
+    # ------------------------------------------------------------ round results
+
+    async def round_result(self, state: ChainState, task_id: int, round_: int,
+                           wait_s: float = 60.0) -> RoundResult:
+        """The result of a due round (computed once; waits for pending checks)."""
+        subs = list_submissions(state, task_id, round_)
+        fingerprint = encode([[t, s.update_cid] for t, s in subs])
+        key = (task_id, round_, fingerprint)
+        if key in self.work.results:
+            return self.work.results[key]
+        task = get_task(state, task_id)
+        if task is None:
+            raise ValueError(f"task {task_id} does not exist")
+        with trio.fail_after(wait_s):
+            while True:
+                missing = [t for t, _ in subs if (task_id, round_, t) not in self.work.checks]
+                if not missing:
+                    break
+                for t, s in subs:
+                    k = (task_id, round_, t)
+                    if k not in self.work.started and self._nursery is not None:
+                        self.work.started.add(k)
+                        self._nursery.start_soon(self._check_submission, task_id, task, t, s)
+                await self._changed.wait()
+        if key in self.work.results:
+            return self.work.results[key]
+        result = await self._aggregate(task_id, task, subs)
+        self.work.results[key] = result
+        self.stats["rounds"] += 1
+        return result
+
+    async def _aggregate(self, task_id: int, task: TaskState, subs: list[Any]) -> RoundResult:
+        from node.fl.work import Candidate, aggregate_round
+
+        spec = task.spec
+        checks = {t: self.work.checks[(task_id, task.round, t)] for t, _ in subs}
+        rejected: list[Rejection] = []
+        cands: list[Candidate] = []
+        for order, (t, s) in enumerate(sorted(subs, key=lambda ts: ts[1].height)):
+            c = checks[t]
+            if c.ok and c.update_bytes is not None:
+                cands.append(Candidate(t, s.update_cid, s.sample_count, c.update_bytes, order))
+            else:
+                rejected.append(Rejection(t, s.update_cid, c.reason or "rejected", 0, c.proven))
+        if spec.privacy in ("he", "dp+he"):
+            raise NotImplementedError("HE aggregation on chain")
+        accepted: list[Contribution] = []
+        digest, new_cid = b"", bytes(task.global_model_cid)
+        if cands:
+            gbytes = await self._fetch(task.global_model_cid, f"global model task {task_id}")
+            async with self.cpu:
+                comp = await trio.to_thread.run_sync(
+                    aggregate_round, spec.rule, dict(spec.rule_params), gbytes, cands)
+            by_trainer = {c.trainer: c for c in cands}
+            for t, err in comp.errors.items():
+                rejected.append(Rejection(t, by_trainer[t].update_cid, err[:64], 0, True))
+            for t, (ok, reason, score) in comp.verdicts.items():
+                cand = by_trainer[t]
+                if ok:
+                    accepted.append(Contribution(t, cand.update_cid, cand.samples, score,
+                                                 checks[t].segments, checks[t].checkpoints))
+                else:
+                    rejected.append(Rejection(t, cand.update_cid, reason[:64], score, True))
+            if accepted:
+                digest = comp.digest
+                cid = self.node.content.store.put_bytes(
+                    comp.new_model, chunk_size=self.node.cfg.storage.chunk_size,
+                    pin=f"global model task {task_id} round {task.round}")
+                new_cid = bytes(cid)
+        accepted.sort(key=lambda c: c.trainer)
+        rejected.sort(key=lambda r: r.trainer)
+        return RoundResult(task_id, task.round, tuple(accepted), tuple(rejected),
+                           digest if accepted else b"", new_cid, b"")
+
+    # ------------------------------------------------------------ consensus hooks
+
+    async def prepare(self, state: ChainState) -> PolSection | None:
+        """PrepareProposal: the FL section of the block at ``state.height`` (None if no round
+        is due)."""
+        due = due_rounds(state, state.height)
+        if not due:
+            return None
+        results = [await self.round_result(state, t, r) for t, r in due]
+        return FLSection(tuple(results))
+
+    async def process(self, state: ChainState, block: Block) -> str | None:
+        """ProcessProposal: None if the block's FL section is what this validator computes."""
+        due = due_rounds(state, block.height)
+        if not due:
+            return None  # the contract's block validator already refused a stray section
+        pol = block.pol
+        if not isinstance(pol, FLSection):
+            return "FL section missing while rounds are due"
+        for got in pol.results:
+            try:
+                mine = await self.round_result(state, got.task_id, got.round)
+            except Exception as e:
+                return f"cannot reproduce round {got.task_id}/{got.round}: {e!r}"[:200]
+            if encode(mine) != encode(got):
+                self.stats["mismatches"] += 1
+                return (f"round {got.task_id}/{got.round} result differs from ours "
+                        f"(model {got.new_model_cid.hex()[:16]} vs {mine.new_model_cid.hex()[:16]})")
+        return None
+
