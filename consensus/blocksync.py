@@ -30,7 +30,11 @@ from ledger.votes import Commit
 
 PROTOCOL = "/fedledger/blocksync/1.0.0"
 MAX_FRAME = 8 * 1024 * 1024
-MAX_REQUESTS_PER_STREAM = 256
+# One request per stream: the client opens a stream per request anyway, and a server that
+# waited for a second request kept every stream whose close got lost under load open for
+# the read timeout, until the per-peer stream limit refused (and penalised) a lagging peer.
+MAX_REQUESTS_PER_STREAM = 1
+READ_TIMEOUT_S = 10
 PENALTY_BAD_BLOCK = 50
 PENALTY_TIMEOUT = 5
 
@@ -128,7 +132,7 @@ class BlockSyncServer:
     async def handle(self, stream: Any) -> None:
         try:
             for _ in range(MAX_REQUESTS_PER_STREAM):
-                with trio.fail_after(30):
+                with trio.fail_after(READ_TIMEOUT_S):
                     req = await read_frame(stream)
                 if req is None:
                     break
@@ -136,7 +140,10 @@ class BlockSyncServer:
         except (SyncError, trio.TooSlowError):
             await stream.reset()
             return
-        await stream.close()
+        try:
+            await stream.close()
+        except Exception:  # the client reset the stream once it had the answer
+            pass
 
     def answer(self, req: SyncMessage) -> SyncMessage:
         top = self.height()
@@ -252,8 +259,13 @@ class BlockSyncer:
             await write_frame(stream, req)
             return await read_frame(stream)
         finally:
+            # the answer is in (or we gave up): a reset frees both ends at once, where a
+            # close waits for the peer's side under load
             with trio.move_on_after(1):
-                await stream.close()
+                try:
+                    await stream.reset()
+                except Exception:  # already closed by the server: nothing to free
+                    pass
 
     async def catch_up(self, target: int) -> None:
         self.catching_up = True

@@ -34,6 +34,7 @@ from ledger.context import (
 )
 from ledger.errors import InvalidBlockError, InvalidCommitError, InvalidEvidenceError
 from ledger.evidence import DuplicateVoteEvidence, Evidence, verify_duplicate_vote
+from ledger.fl import register as register_fl_contract
 from ledger.results import BlockResults, Code, TxError, TxResult, results_hash
 from ledger.schema import Account, get_account, put_account
 from ledger.staking import (
@@ -342,11 +343,16 @@ def _punish_double_sign(ctx: BlockContext, ev: Evidence) -> None:
 
 
 def make_application() -> Application:
-    """An application with the core transactions and evidence installed."""
+    """An application with the core transactions, evidence and the FL task contract installed.
+
+    (Importing this module also registers the contract's records, tags 100-199,
+    with the codec, so blocks with FL transactions and sections decode.)
+    """
     app = Application()
     app.register_tx_handler(Transfer, handle_transfer)
     app.register_tx_handler(Bond, handle_bond)
     app.register_tx_handler(Unbond, handle_unbond)
     app.register_tx_handler(Unjail, handle_unjail)
     app.register_evidence(DuplicateVoteEvidence, _verify_double_sign, _punish_double_sign)
+    register_fl_contract(app)
     return app

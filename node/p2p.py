@@ -92,12 +92,14 @@ class Workarounds:
     time_ns_seqno: bool = True
     close_host: bool = True
     refuse_oversize_gossip: bool = True
+    guard_pubsub_streams: bool = True
 
 
 # Penalty points (a peer is banned when its score reaches P2PConfig.ban_threshold).
 PENALTY_INVALID_MESSAGE = 20
 PENALTY_OVERSIZE = 50
 PENALTY_STREAM_ABUSE = 10
+PENALTY_MALFORMED_RPC = 50
 
 
 def parse_peer_multiaddr(text: str) -> tuple[str, Any]:
@@ -277,6 +279,8 @@ class P2PNode:
                              strict_signing=self.cfg.sign_messages)
         if self.wk.time_ns_seqno:
             self.pubsub.counter = time.time_ns()
+        if self.wk.guard_pubsub_streams:
+            self._guard_pubsub_streams()
         for t in self._topics.values():
             self.pubsub.set_topic_validator(t.full, self._make_validator(t), False)
         for proto in self._stream_handlers:
@@ -319,6 +323,58 @@ class P2PNode:
                         await self._close_leftover_connections()
 
     # ------------------------------------------------------------ gossip
+
+    def _guard_pubsub_streams(self) -> None:
+        """Trap: one bad pubsub frame kills the whole node, and py-libp2p can send one.
+
+        py-libp2p's yamux writes a message frame by frame without a per-message lock and gives
+        up mid-message after 5 s without window credit, so under load two writers interleave,
+        or a half message stays on the stream; the receiver's read loop then lets protobuf's
+        DecodeError escape, which tears down the connection's nursery and the host with it.
+        Here writes to one stream are whole messages (a lock per stream, the stream reset if a
+        write fails half-way) and a malformed inbound RPC costs the sender a penalty and its
+        stream, never the node.
+        """
+        import weakref
+
+        from libp2p.exceptions import ParseError
+        from libp2p.io.exceptions import IncompleteReadError
+        from libp2p.network.stream.exceptions import StreamError
+
+        # what Pubsub.stream_handler already turns into a quiet disconnect (peer went away)
+        handled_by_libp2p = (StreamError, ParseError, IncompleteReadError)
+        ps = self.pubsub
+        read_loop, write_msg = ps.continuously_read_stream, ps.write_msg
+        locks: weakref.WeakKeyDictionary[Any, trio.Lock] = weakref.WeakKeyDictionary()
+
+        async def guarded_write(stream: Any, rpc_msg: Any) -> bool:
+            lock = locks.setdefault(stream, trio.Lock())
+            async with lock:
+                try:
+                    return bool(await write_msg(stream, rpc_msg))
+                except trio.Cancelled:
+                    raise
+                except Exception as e:
+                    peer = str(stream.muxed_conn.peer_id)
+                    self.log.debug("pubsub write failed; resetting stream", peer=peer,
+                                   error=repr(e))
+                    await _reset_quietly(stream)
+                    ps._handle_dead_peer(stream.muxed_conn.peer_id)
+                    return False
+
+        async def guarded_read(stream: Any) -> None:
+            try:
+                await read_loop(stream)
+            except (trio.Cancelled, *handled_by_libp2p):
+                raise
+            except Exception as e:
+                peer = str(stream.muxed_conn.peer_id)
+                self.penalize(peer, PENALTY_MALFORMED_RPC, f"malformed pubsub RPC: {e!r:.200}")
+                await _reset_quietly(stream)
+                ps._handle_dead_peer(stream.muxed_conn.peer_id)
+
+        ps.continuously_read_stream = guarded_read  # type: ignore[method-assign]
+        ps.write_msg = guarded_write  # type: ignore[method-assign]
 
     def _make_validator(self, topic: _Topic) -> Callable[[Any, Any], bool]:
         def validate(forwarder: Any, msg: Any) -> bool:
@@ -588,6 +644,14 @@ class P2PNode:
             return
         if self.on_peer_connected is not None:
             self.on_peer_connected(peer)
+
+
+async def _reset_quietly(stream: Any) -> None:
+    with trio.move_on_after(2):
+        try:
+            await stream.reset()
+        except Exception:  # already closed or reset: nothing left to undo
+            pass
 
 
 def _origin(msg: Any) -> str:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from fl.models.nets import MLP, CifarCNN, MnistCNN
+if TYPE_CHECKING:  # torch loads on first build: the chain checks configs on the gossip path
+    from torch import nn
 
 __all__ = ["ModelConfigError", "ModelSpec", "build_model", "default_config", "model_ids"]
 
@@ -28,19 +26,19 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {
     "mlp": ModelSpec(
         {"input_dim": 64, "hidden": [64], "num_classes": 10},
-        lambda c: MLP(c["input_dim"], c["hidden"], c["num_classes"]),
+        lambda c: _nets().MLP(c["input_dim"], c["hidden"], c["num_classes"]),
         lambda c: (c["input_dim"],),
     ),
     "mnist_cnn": ModelSpec(
         {"in_channels": 1, "channels": [16, 32], "hidden": 64, "num_classes": 10, "image_size": 28},
-        lambda c: MnistCNN(
+        lambda c: _nets().MnistCNN(
             c["in_channels"], c["channels"], c["hidden"], c["num_classes"], c["image_size"]
         ),
         lambda c: (c["in_channels"], c["image_size"], c["image_size"]),
     ),
     "cifar_cnn": ModelSpec(
         {"channels": [32, 64, 64], "hidden": 128, "num_classes": 10},
-        lambda c: CifarCNN(c["channels"], c["hidden"], c["num_classes"]),
+        lambda c: _nets().CifarCNN(c["channels"], c["hidden"], c["num_classes"]),
         lambda c: (3, 32, 32),
     ),
 }
@@ -50,6 +48,12 @@ _LIST_LENGTHS = {
     ("cifar_cnn", "channels"): (1, 5),
     ("mlp", "hidden"): (0, 8),
 }
+
+
+def _nets() -> Any:
+    from fl.models import nets
+
+    return nets
 
 
 def model_ids() -> list[str]:
@@ -99,6 +103,8 @@ def build_model(model_id: str, config: dict[str, Any] | None = None, seed: int =
 
     The global torch RNG is left untouched (the draw happens in a forked RNG scope).
     """
+    import torch
+
     spec = _spec(model_id)
     cfg = resolve_config(model_id, config)
     with torch.random.fork_rng(devices=[]):

@@ -89,6 +89,8 @@ class VerifierService:
     def _schedule(self, state: ChainState) -> None:
         """Start checks of every committed submission of every open task we have not seen."""
         assert self._nursery is not None
+        if state.validators.get(self.node.validator_key.address) is None:
+            return  # not a validator (now): nothing to vote on, so nothing to check
         for task_id, task in list_tasks(state):
             if task.status == "finished":
                 continue

@@ -18,6 +18,7 @@ from libp2p.peer.id import ID
 
 from node.keys import NodeKey
 from node.p2p import (
+    PENALTY_MALFORMED_RPC,
     PENALTY_STREAM_ABUSE,
     P2PNode,
     Workarounds,
@@ -191,3 +192,24 @@ async def test_trap10_inbound_streams_are_limited_per_peer(nursery: trio.Nursery
             assert served == 3
             assert refused >= 1
             release.set()
+
+
+async def test_trap11_malformed_pubsub_rpc_costs_the_sender_not_the_node(
+    nursery: trio.Nursery,
+) -> None:
+    """A pubsub frame that is not a protobuf RPC used to escape the read loop and tear the host
+    down (seen when py-libp2p's yamux interleaved two half-written messages under load)."""
+    inbox = Inbox()
+    async with running_node(nursery, {"t": (accept_all, inbox.handler)}) as a:
+        async with running_node(nursery, {"t": (accept_all, Inbox().handler)},
+                                bootstrap=a.listen_multiaddrs()) as b:
+            await wait_mesh(a, b, "t")
+            s = await b.new_stream(a.peer_id, "/meshsub/1.1.0")
+            junk = b"\xff" * 40  # field 31, wire type 7: no protobuf parser accepts it
+            await s.write(bytes([len(junk)]) + junk)
+            await wait_until(lambda: a.scores.score(b.peer_id) <= -PENALTY_MALFORMED_RPC)
+            async with running_node(nursery, {"t": (accept_all, Inbox().handler)},
+                                    bootstrap=a.listen_multiaddrs()) as c:
+                await wait_mesh(c, a, "t")
+                await c.publish("t", b"still alive")
+                await inbox.wait_for(lambda it: any(v == b"still alive" for _, v in it), 20)
