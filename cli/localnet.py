@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from cli.taskspec import TaskOptions, build_spec
 from node.config import save_config
 from node.home import TestnetNode, make_testnet
 from node.ports import free_port_block
@@ -48,38 +49,6 @@ class LocalnetConfig:
     chain_id: str = "fedledger-demo"
     consensus: dict[str, Any] = field(default_factory=dict)  # e.g. byzantine_mode per node
     per_node: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-
-@dataclass
-class TaskOptions:
-    name: str = "demo"
-    model_id: str = "mlp"
-    model_config: dict[str, Any] = field(default_factory=dict)
-    optimizer: str = "sgd"
-    lr: str = "0.1"
-    momentum: str = "0.0"
-    epochs: int = 2
-    batch_size: int = 16
-    rounds: int = 5
-    clients_per_round: int = 0  # 0: every trainer
-    min_participants: int = 0  # 0: clients_per_round
-    round_blocks: int = 60
-    reveal_blocks: int = 0
-    rule: str = "robust"
-    rule_params: dict[str, Any] = field(default_factory=dict)
-    privacy: str = "none"
-    dp_clip: float = 0.0
-    dp_noise: float = 0.0
-    dp_delta: float = 1e-5
-    pol_policy: str = "attest"
-    pol_k: int = 8
-    pool: int = 100_000
-    trainer_reward_cap: int = 10_000
-    validator_share_ppm: int = 100_000
-    join_bond: int = 100
-    slash_ppm: int = 200_000
-    jail_after: int = 2
-    seed: int = 0
 
 
 class Localnet:
@@ -211,8 +180,7 @@ class Localnet:
     def create_task(self, opts: TaskOptions, creator: int = 0) -> int:
         """Store the initial model on ``creator``, sign TaskCreate with its account; task id."""
         from fl.models import build_model, state_dict_of, to_safetensors
-        from fl.train import TrainConfig
-        from ledger.fl import TaskCreate, TaskSpec
+        from ledger.fl import TaskCreate
         from ledger.tx import sign_tx
         from node.keys import load_account_key
         from storage.cid import parse_cid
@@ -225,24 +193,9 @@ class Localnet:
         put = self.rpc(creator, "content_put", {"path": str(path.resolve()),
                                                 "pin": f"initial model {opts.name}"},
                        operator=True)
-        train = TrainConfig(optimizer=opts.optimizer, lr=float(opts.lr),
-                            momentum=float(opts.momentum), epochs=opts.epochs,
-                            batch_size=opts.batch_size, seed=opts.seed + 1).to_plain()
-        cpr = opts.clients_per_round or self.cfg.trainers
-        spec = TaskSpec(
-            name=opts.name, model_id=opts.model_id, model_config=dict(opts.model_config),
-            train=train, data_schema=self.cfg.dataset, rounds=opts.rounds,
-            clients_per_round=cpr, min_participants=opts.min_participants or cpr,
-            round_blocks=opts.round_blocks, reveal_blocks=opts.reveal_blocks,
-            rule=opts.rule, rule_params=dict(opts.rule_params), privacy=opts.privacy,
-            dp_clip_q=int(opts.dp_clip * (1 << 24)), dp_noise_milli=int(opts.dp_noise * 1000),
-            dp_delta_ppb=int(opts.dp_delta * 1e9) if opts.privacy != "none" else 0,
-            pol_policy=opts.pol_policy, pol_k=opts.pol_k if opts.pol_policy != "off" else 0,
-            pool=opts.pool, trainer_reward_cap=opts.trainer_reward_cap,
-            validator_share_ppm=opts.validator_share_ppm, join_bond=opts.join_bond,
-            slash_ppm=opts.slash_ppm, jail_after=opts.jail_after, validation_cid=b"",
-            initial_model_cid=bytes(parse_cid(put["cid"])), key_holders=(),
-            he_context_cid=b"")
+        spec = build_spec(opts, dataset=self.cfg.dataset,
+                          trainers=opts.clients_per_round or self.cfg.trainers,
+                          initial_model_cid=bytes(parse_cid(put["cid"])))
         key = load_account_key(node.home.root, node.name)
         before = self.rpc(creator, "fl_tasks")["tasks"]
         acct = self.rpc(creator, "abci_query", {"path": f"/account/{key.address.hex()}"})

@@ -1,0 +1,71 @@
+"""Task options as a person gives them (floats, names) and the on-chain ``TaskSpec`` they make.
+
+Shared by `fedledger task create`, `fedledger demo`, the end-to-end tests and the benchmarks,
+so every path builds specs the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger.fl import TaskSpec
+
+
+@dataclass
+class TaskOptions:
+    name: str = "demo"
+    model_id: str = "mlp"
+    model_config: dict[str, Any] = field(default_factory=dict)
+    optimizer: str = "sgd"
+    lr: str = "0.1"
+    momentum: str = "0.0"
+    epochs: int = 2
+    batch_size: int = 16
+    rounds: int = 5
+    clients_per_round: int = 0  # 0: every trainer
+    min_participants: int = 0  # 0: clients_per_round
+    round_blocks: int = 60
+    reveal_blocks: int = 0
+    rule: str = "robust"
+    rule_params: dict[str, Any] = field(default_factory=dict)
+    privacy: str = "none"
+    dp_clip: float = 0.0
+    dp_noise: float = 0.0
+    dp_delta: float = 1e-5
+    pol_policy: str = "attest"
+    pol_k: int = 8
+    pool: int = 100_000
+    trainer_reward_cap: int = 10_000
+    validator_share_ppm: int = 100_000
+    join_bond: int = 100
+    slash_ppm: int = 200_000
+    jail_after: int = 2
+    seed: int = 0
+
+
+def build_spec(opts: TaskOptions, *, dataset: str, trainers: int, initial_model_cid: bytes,
+               key_holders: tuple[bytes, ...] = (), he_context_cid: bytes = b"") -> TaskSpec:
+    """The TaskSpec of ``opts``; ``trainers`` is the clients-per-round default."""
+    from fl.train import TrainConfig
+
+    train = TrainConfig(optimizer=opts.optimizer, lr=float(opts.lr),
+                        momentum=float(opts.momentum), epochs=opts.epochs,
+                        batch_size=opts.batch_size, seed=opts.seed + 1).to_plain()
+    cpr = opts.clients_per_round or trainers
+    he = opts.privacy in ("he", "dp+he")
+    return TaskSpec(
+        name=opts.name, model_id=opts.model_id, model_config=dict(opts.model_config),
+        train=train, data_schema=dataset, rounds=opts.rounds,
+        clients_per_round=cpr, min_participants=opts.min_participants or cpr,
+        round_blocks=opts.round_blocks, reveal_blocks=opts.reveal_blocks,
+        rule=opts.rule, rule_params=dict(opts.rule_params), privacy=opts.privacy,
+        dp_clip_q=int(opts.dp_clip * (1 << 24)), dp_noise_milli=int(opts.dp_noise * 1000),
+        dp_delta_ppb=int(opts.dp_delta * 1e9) if opts.privacy != "none" else 0,
+        pol_policy="off" if he else opts.pol_policy,
+        pol_k=opts.pol_k if opts.pol_policy != "off" and not he else 0,
+        pool=opts.pool, trainer_reward_cap=opts.trainer_reward_cap,
+        validator_share_ppm=opts.validator_share_ppm, join_bond=opts.join_bond,
+        slash_ppm=opts.slash_ppm, jail_after=opts.jail_after, validation_cid=b"",
+        initial_model_cid=initial_model_cid, key_holders=tuple(key_holders),
+        he_context_cid=he_context_cid)
