@@ -580,7 +580,15 @@ class ConsensusDriver:
         st = self.chain.state
         if st.height != height:
             return
-        block = await self._make_block(st)
+        try:
+            block = await self._make_block(st)
+        except Exception as e:
+            # PrepareProposal could not fill the block (e.g. an FL round whose submissions
+            # are still being verified): propose nothing; the round times out, the others
+            # prevote nil and the next proposer (or this one, later) tries again.
+            self.log.warning("could not build a proposal; skipping this round", height=height,
+                             round=round_, error=repr(e)[:200])
+            return
         await self._send.send(_Value(height, round_, block))
 
     async def _wait_for_txs(self, height: int) -> None:
@@ -622,6 +630,8 @@ class ConsensusDriver:
                 reason = reason_or_none or ""
             except InvalidBlockError as e:
                 reason = str(e)
+            except Exception as e:  # a failing hook must cost a nil prevote, not the node
+                reason = f"proposal check failed: {e!r}"[:300]
         if not valid:
             self.log.warning("proposal rejected (prevote nil)", height=height, round=round_,
                              block=value_id.hex()[:12], reason=reason)
@@ -744,14 +754,11 @@ class ConsensusDriver:
                                   if k[0] >= self.height}
         self._catchup_answered[key] = now
         self.stats["catchup_answered"] += 1
-        # Everything held for that round: the proposal and every vote (they are signed by
-        # their authors, so relaying them is as good as the original).
-        msgs: list[ConsensusMessage] = []
-        if req.round in self.proposal_msgs:
-            msgs.append(self.proposal_msgs[req.round])
-        for t in (VoteType.PREVOTE, VoteType.PRECOMMIT):
-            for vs in self.votes.get((req.round, t), {}).values():
-                msgs += [VoteMessage(v) for v in vs]
+        # Only this node's own messages of that round: every author answers for itself.
+        # Relaying everything held (as a first version did) made each request cost
+        # nodes x (proposal + votes) publishes, and with trainers asking too, one stalled
+        # height fed ten thousand messages to each node (measured) and starved the rounds.
+        msgs = [m for m in self.own if _round_of(m) == req.round]
         # dedupe by encoding: records holding maps (a TaskSpec in a block) are not hashable
         unique = {encode(m): m for m in msgs}
         for m in unique.values():

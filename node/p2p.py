@@ -95,6 +95,10 @@ class Workarounds:
     guard_pubsub_streams: bool = True
 
 
+class StreamOpenTimeout(ConnectionError):
+    """A stream could not be opened in time (the connection was dropped for a fresh one)."""
+
+
 # Penalty points (a peer is banned when its score reaches P2PConfig.ban_threshold).
 PENALTY_INVALID_MESSAGE = 20
 PENALTY_OVERSIZE = 50
@@ -628,7 +632,18 @@ class P2PNode:
         from libp2p.custom_types import TProtocol
         from libp2p.peer.id import ID
 
-        return await self.host.new_stream(ID.from_base58(peer_id), [TProtocol(protocol)])
+        # py-libp2p waits 30 s on a connection whose other end stopped answering (seen under
+        # load: "handshake read failed", established=False); fail sooner and drop that
+        # connection so the redial loop makes a fresh one.
+        with trio.move_on_after(self.cfg.stream_open_timeout_s) as scope:
+            return await self.host.new_stream(ID.from_base58(peer_id), [TProtocol(protocol)])
+        assert scope.cancelled_caught
+        self.log.info("stream open timed out; dropping the connection", peer=peer_id,
+                      protocol=protocol, seconds=self.cfg.stream_open_timeout_s)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._disconnect, peer_id)
+        raise StreamOpenTimeout(f"opening {protocol} to {peer_id} took over "
+                                f"{self.cfg.stream_open_timeout_s} s")
 
     def _on_connected(self, peer: str, addrs: list[str], muxed: Any = None) -> None:
         self.connect_count[peer] = self.connect_count.get(peer, 0) + 1
