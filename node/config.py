@@ -51,6 +51,8 @@ class P2PConfig:
     sign_messages: bool = True
     # a connection whose outbound gossip has not moved for this long is closed and re-dialled
     wedge_timeout_s: int = 8
+    # opening a stream (multistream-select) taking longer than this means a dead connection
+    stream_open_timeout_s: int = 6
     # yamux: a window update after every read (py-libp2p's default) or in batches (go-yamux)
     yamux_release_on_read: bool = False
     # bootstrap peers are gossipsub direct peers (always sent every message)
@@ -125,6 +127,19 @@ class TrainerConfig:
 
 
 @dataclass
+class KeyHolderConfig:
+    """HE key holder (docs/fl-chain.md section 6): keeps the CKKS secret contexts of the HE
+    tasks that list this node's account in ``key_holders``, sends trainers their key shares
+    and posts each round's decrypted aggregate."""
+
+    enabled: bool = False
+    # account in keyring/ that signs KeyShare and DecryptedAggregate (default: the moniker's)
+    account: str = ""
+    # where the secret contexts live, relative to the home (files are 0600, the dir 0700)
+    secrets_dir: str = "keyholder"
+
+
+@dataclass
 class InstrumentationConfig:
     prometheus: bool = True
 
@@ -140,6 +155,7 @@ class NodeConfig:
     mempool: MempoolConfig = field(default_factory=MempoolConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    keyholder: KeyHolderConfig = field(default_factory=KeyHolderConfig)
     instrumentation: InstrumentationConfig = field(default_factory=InstrumentationConfig)
 
     def validate(self) -> None:
