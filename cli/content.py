@@ -7,7 +7,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import typer
 from rich import box
@@ -202,6 +202,26 @@ def get(
     console.print(f"wrote {_size(res['size'])} to {res['path']}", soft_wrap=True)
 
 
+@contextlib.contextmanager
+def atomic_output(dest: Path) -> Iterator[BinaryIO]:
+    """A file that becomes ``dest`` (synced, then renamed over it) when the block completes;
+    if the block fails (or exits) ``dest`` is left as it was. I/O errors exit with one line."""
+    if not dest.parent.is_dir():
+        fail(f"directory {dest.parent} does not exist")
+    tmp = dest.with_name(f".{dest.name}.partial")
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except OSError as e:
+        fail(f"cannot write {dest}: {e.strerror or e}")
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
 def _stream_to_file(rpc: str, cid: str, output: Path, quiet: bool) -> dict[str, Any]:
     from rich.progress import (
         BarColumn,
@@ -214,9 +234,6 @@ def _stream_to_file(rpc: str, cid: str, output: Path, quiet: bool) -> dict[str, 
 
     first = _call(rpc, "content_read", {"cid": cid})
     dest = output / first["cid"] if output.is_dir() else output
-    if not dest.parent.is_dir():
-        fail(f"directory {dest.parent} does not exist")
-    tmp = dest.with_name(f".{dest.name}.partial")
     total = int(first["size"])
     progress = Progress(
         TextColumn("[bold]get"),
@@ -229,30 +246,21 @@ def _stream_to_file(rpc: str, cid: str, output: Path, quiet: bool) -> dict[str, 
         transient=True,
     )
     written = 0
-    try:
-        with progress, open(tmp, "wb") as f:
-            task = progress.add_task("get", total=total)
-            part = first
-            while True:
-                if part["offset"] != written:
-                    fail(f"node answered offset {part['offset']}, expected {written}")
-                data = base64.b64decode(part["data"])
-                f.write(data)
-                written += len(data)
-                progress.update(task, completed=written)
-                if part["next"] is None:
-                    break
-                part = _call(rpc, "content_read", {"cid": cid, "chunk": part["next"]})
-            f.flush()
-            os.fsync(f.fileno())
+    with progress, atomic_output(dest) as f:
+        task = progress.add_task("get", total=total)
+        part = first
+        while True:
+            if part["offset"] != written:
+                fail(f"node answered offset {part['offset']}, expected {written}")
+            data = base64.b64decode(part["data"])
+            f.write(data)
+            written += len(data)
+            progress.update(task, completed=written)
+            if part["next"] is None:
+                break
+            part = _call(rpc, "content_read", {"cid": cid, "chunk": part["next"]})
         if written != total:
             fail(f"got {written} bytes, the manifest says {total}")
-        os.replace(tmp, dest)
-    except OSError as e:
-        fail(f"cannot write {dest}: {e.strerror or e}")
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
     return {"cid": first["cid"], "path": str(dest), "size": written}
 
 

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from cli import content, demo, fl_cmd, keys, query, task, tx
 from cli.common import HomeOpt, JsonOpt, RPCCallError, RpcOpt, console, fail, print_json, rpc_call
+from cli.noderun import BootstrapOpt, ListenOpt, LogFormatOpt, LogLevelOpt, RpcListenOpt, run_node
 
 app = typer.Typer(
     name="fedledger",
@@ -24,7 +25,10 @@ app.add_typer(tx.app, name="tx", help="Sign and broadcast transactions.")
 app.add_typer(query.app, name="query", help="Query chain state over RPC.")
 app.add_typer(content.app, name="content", help="Content store: add, get, pin, gc.")
 app.add_typer(fl_cmd.app, name="fl", help="Federated learning engine (no chain): simulate.")
-app.add_typer(task.app, name="task", help="FL tasks on the chain.")
+app.add_typer(task.app, name="task", help="FL tasks on the chain: create, list, status.")
+app.add_typer(task.model_app, name="model", help="Committed global models of FL tasks.")
+app.command("train")(task.train)
+app.command("infer")(task.infer)
 app.command("demo")(demo.demo)
 
 
@@ -79,70 +83,30 @@ def testnet(
     console.print(f"Start each with: fedledger node run --home {output}/nodeI")
 
 
-def _run_node(home: Path, bootstrap: list[str], listen: list[str], rpc: str | None,
-              log_format: str | None, log_level: str | None) -> None:
-    import trio
-
-    from node.config import ConfigError
-    from node.daemon import Node, Overrides, apply_overrides, run_until_signalled
-    from node.home import Home, HomeError
-    from node.logs import setup_logging
-    from node.p2p import BadMultiaddr
-
-    h = Home(home)
-    try:
-        h.check()
-        cfg = h.load_config()
-        cfg = apply_overrides(cfg, Overrides(bootstrap, listen, rpc, log_format, log_level))
-    except BadMultiaddr as e:
-        fail(str(e), code=2)
-    except (HomeError, ConfigError) as e:
-        fail(str(e))
-    setup_logging(cfg.log_level, cfg.log_format)
-    try:
-        node = Node(h, cfg)
-    except (HomeError, ConfigError, ValueError) as e:
-        fail(str(e))
-    try:
-        trio.run(run_until_signalled, node)
-    except OSError as e:
-        fail(f"cannot start: {e.strerror or e} (is the port in use?)")
-    except KeyboardInterrupt:
-        pass
-
-
-_bootstrap_opt = typer.Option([], "--bootstrap", "-b",
-                              help="Extra bootstrap peer /ip4/H/tcp/P/p2p/ID (repeatable).")
-_listen_opt = typer.Option([], "--listen", help="Listen multiaddr (replaces config).")
-_rpc_opt = typer.Option(None, "--rpc", help="RPC listen address host:port.")
-_logfmt_opt = typer.Option(None, "--log-format", help="console or json.")
-_loglvl_opt = typer.Option(None, "--log-level", help="debug, info, warning, error.")
-
-
 @node_app.command("run")
 def node_run(
     home: Path = HomeOpt,
-    bootstrap: list[str] = _bootstrap_opt,
-    listen: list[str] = _listen_opt,
-    rpc: str | None = _rpc_opt,
-    log_format: str | None = _logfmt_opt,
-    log_level: str | None = _loglvl_opt,
+    bootstrap: list[str] = BootstrapOpt,
+    listen: list[str] = ListenOpt,
+    rpc: str | None = RpcListenOpt,
+    log_format: str | None = LogFormatOpt,
+    log_level: str | None = LogLevelOpt,
 ) -> None:
     """Run the node until SIGINT/SIGTERM."""
-    _run_node(home, bootstrap, listen, rpc, log_format, log_level)
+    run_node(home, bootstrap, listen, rpc, log_format, log_level)
 
 
 @node_app.command("start", hidden=True)
 def node_start(
     home: Path = HomeOpt,
-    bootstrap: list[str] = _bootstrap_opt,
-    listen: list[str] = _listen_opt,
-    rpc: str | None = _rpc_opt,
-    log_format: str | None = _logfmt_opt,
-    log_level: str | None = _loglvl_opt,
+    bootstrap: list[str] = BootstrapOpt,
+    listen: list[str] = ListenOpt,
+    rpc: str | None = RpcListenOpt,
+    log_format: str | None = LogFormatOpt,
+    log_level: str | None = LogLevelOpt,
 ) -> None:
     """Alias of `node run`."""
-    _run_node(home, bootstrap, listen, rpc, log_format, log_level)
+    run_node(home, bootstrap, listen, rpc, log_format, log_level)
 
 
 @app.command()

@@ -69,3 +69,21 @@ def build_spec(opts: TaskOptions, *, dataset: str, trainers: int, initial_model_
         slash_ppm=opts.slash_ppm, jail_after=opts.jail_after, validation_cid=b"",
         initial_model_cid=initial_model_cid, key_holders=tuple(key_holders),
         he_context_cid=he_context_cid)
+
+
+def initial_model_bytes(opts: TaskOptions) -> bytes:
+    """The round-0 global model of ``opts``: the registry's ``model_id`` with ``model_config``,
+    initial weights drawn from ``opts.seed``, as safetensors."""
+    from fl.models import build_model, state_dict_of, to_safetensors
+
+    return to_safetensors(state_dict_of(build_model(opts.model_id, opts.model_config,
+                                                    seed=opts.seed)))
+
+
+def check_initial_model(opts: TaskOptions, data: bytes) -> None:
+    """Raise ``ValueError`` unless ``data`` is safetensors holding exactly the tensors (names and
+    shapes) of ``opts``'s model: every round would fail on another model."""
+    from fl.models import build_model, check_compatible, from_safetensors, state_dict_of
+
+    template = state_dict_of(build_model(opts.model_id, opts.model_config))
+    check_compatible(from_safetensors(data), template)

@@ -30,7 +30,8 @@ from cli.common import (
 from cli.keys import load_key, resolve_address
 
 if TYPE_CHECKING:
-    from ledger.tx import TxBody
+    from ledger.crypto import PrivateKey
+    from ledger.tx import Tx, TxBody
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -95,6 +96,18 @@ def parse_validator_pubkey(text: str, rpc: str) -> bytes:
     return raw
 
 
+def sign_for_node(rpc: str, key: PrivateKey, body: TxBody, nonce: int | None) -> tuple[Tx, int]:
+    """``body`` signed by ``key`` for the node's chain (its id from ``status``) with ``nonce``
+    (default: the account's committed nonce, from ``abci_query``); the tx and its nonce."""
+    from ledger.tx import sign_tx
+
+    chain_id = _rpc(rpc, "status")["node_info"]["network"]
+    if nonce is None:
+        acct = _rpc(rpc, "abci_query", {"path": f"/account/{key.address.hex()}"})
+        nonce = int(acct["response"]["decoded"]["nonce"])
+    return sign_tx(key, chain_id, body, nonce), nonce
+
+
 def sign_and_broadcast(
     home: Path,
     rpc: str,
@@ -107,18 +120,12 @@ def sign_and_broadcast(
     json_out: bool,
 ) -> None:
     """Build, sign and broadcast one tx; print the outcome; exit 1 if it failed."""
-    from ledger.tx import sign_tx
-
     key = load_key(home, from_name)
     try:
         body = make_body()
     except ValueError as e:
         fail(f"invalid transaction: {e}")
-    chain_id = _rpc(rpc, "status")["node_info"]["network"]
-    if nonce is None:
-        acct = _rpc(rpc, "abci_query", {"path": f"/account/{key.address.hex()}"})
-        nonce = int(acct["response"]["decoded"]["nonce"])
-    tx = sign_tx(key, chain_id, body, nonce)
+    tx, nonce = sign_for_node(rpc, key, body, nonce)
     method = {"async": "broadcast_tx_async", "sync": "broadcast_tx_sync"}.get(
         mode, "broadcast_tx_commit"
     )

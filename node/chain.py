@@ -185,8 +185,57 @@ class ChainService:
             self.events.publish("Tx", {"height": str(h.height), "index": i,
                                        "hash": tx.hash.hex().upper(), "code": int(res.code)},
                                 {"tx.hash": tx.hash.hex().upper(), "tx.height": str(h.height)})
+        try:
+            for data, attrs in fl_round_events(block, results, self.state):
+                self.events.publish("FLRound", data, attrs)
+        except Exception as e:  # events are for watchers: never let them break the commit path
+            self.log.error("FLRound event failed", height=h.height, error=repr(e))
         self.log.info("committed block", height=h.height, hash=block_id[:16], txs=len(block.txs),
                       app_hash=self.state.app_hash.hex()[:16], mempool=len(self.mempool),
                       rechecked_out=dropped)
         self._height_changed.set()
         self._height_changed = trio.Event()
+
+
+def fl_round_events(block: Block, results: BlockResults,
+                    state: ChainState) -> list[tuple[dict[str, Any], dict[str, str]]]:
+    """(data, attributes) of the ``FLRound`` events of a committed block, in task order.
+
+    One per round the block closed (its FL section: ``phase`` ``closed``) and one per HE
+    round whose ``DecryptedAggregate`` it committed (``phase`` ``decrypted``, the round's
+    model now known). ``data`` is the round's ``RoundResult`` as ``fl_round`` shows it plus
+    ``height``, ``phase``, the task's ``status`` after the block and the close's ``paid`` and
+    ``burned``; the attributes (``fl.task``, ``fl.round``, ``fl.phase``, ``fl.status``,
+    ``fl.new_model_cid``, ``fl.accepted``, ``fl.rejected``: counts) are what queries match.
+    """
+    from ledger.fl import FLSection, get_result, get_task
+    from ledger.fl.query import cid_text, to_json
+
+    closed = {(int(e.attributes["task"]), int(e.attributes["round"])): e.attributes
+              for e in results.begin_block_events if e.type == "fl.round_closed"}
+    # (phase, result, the round's model, the close event's attributes)
+    rounds: list[tuple[str, Any, bytes, dict[str, str]]] = []
+    if isinstance(block.pol, FLSection):
+        rounds += [("closed", r, r.new_model_cid, closed.get((r.task_id, r.round), {}))
+                   for r in block.pol.results]
+    for tr in results.tx_results:
+        for e in tr.events:
+            if e.type == "fl.decrypted":
+                res = get_result(state, int(e.attributes["task"]), int(e.attributes["round"]))
+                if res is not None:
+                    rounds.append(("decrypted", res,
+                                   bytes.fromhex(e.attributes["new_model_cid"]), {}))
+    out = []
+    for phase, res, model, close in rounds:
+        task = get_task(state, res.task_id)
+        status = task.status if task is not None else ""
+        data: dict[str, Any] = {"height": str(block.header.height), "phase": phase,
+                                "status": status, **to_json(res),
+                                "new_model_cid": cid_text(model) if model else "",
+                                "paid": int(close.get("paid", 0)),
+                                "burned": int(close.get("burned", 0))}
+        attrs = {"fl.task": str(res.task_id), "fl.round": str(res.round), "fl.phase": phase,
+                 "fl.status": status, "fl.new_model_cid": data["new_model_cid"],
+                 "fl.accepted": str(len(res.accepted)), "fl.rejected": str(len(res.rejected))}
+        out.append((data, attrs))
+    return out

@@ -65,7 +65,7 @@ class RPCApp:
         self.max_connections = max_connections
         self.operator_token = operator_token
         self.metrics = metrics
-        self.events = events or EventBus()
+        self.events = events if events is not None else EventBus()  # an empty bus is falsy
         self.log = log
         self.active = 0
 

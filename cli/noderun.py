@@ -1,0 +1,59 @@
+"""Running the node daemon from the CLI: `fedledger node run` and `fedledger train` share it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from cli.common import fail
+
+if TYPE_CHECKING:
+    from node.config import NodeConfig
+
+BootstrapOpt = typer.Option([], "--bootstrap", "-b",
+                            help="Extra bootstrap peer /ip4/H/tcp/P/p2p/ID (repeatable).")
+ListenOpt = typer.Option([], "--listen", help="Listen multiaddr (replaces config).")
+RpcListenOpt = typer.Option(None, "--rpc", help="RPC listen address host:port.")
+LogFormatOpt = typer.Option(None, "--log-format", help="console or json.")
+LogLevelOpt = typer.Option(None, "--log-level", help="debug, info, warning, error.")
+
+
+def run_node(home: Path, bootstrap: list[str], listen: list[str], rpc: str | None,
+             log_format: str | None, log_level: str | None,
+             configure: Callable[[NodeConfig], None] | None = None) -> None:
+    """Load the home's config, apply the flags (and ``configure``, which may exit with a
+    message), run the node until SIGINT/SIGTERM."""
+    import trio
+
+    from node.config import ConfigError
+    from node.daemon import Node, Overrides, apply_overrides, run_until_signalled
+    from node.home import Home, HomeError
+    from node.logs import setup_logging
+    from node.p2p import BadMultiaddr
+
+    h = Home(home)
+    try:
+        h.check()
+        cfg = h.load_config()
+        cfg = apply_overrides(cfg, Overrides(bootstrap, listen, rpc, log_format, log_level))
+        if configure is not None:
+            configure(cfg)
+            cfg.validate()
+    except BadMultiaddr as e:
+        fail(str(e), code=2)
+    except (HomeError, ConfigError) as e:
+        fail(str(e))
+    setup_logging(cfg.log_level, cfg.log_format)
+    try:
+        node = Node(h, cfg)
+    except (HomeError, ConfigError, ValueError) as e:
+        fail(str(e))
+    try:
+        trio.run(run_until_signalled, node)
+    except OSError as e:
+        fail(f"cannot start: {e.strerror or e} (is the port in use?)")
+    except KeyboardInterrupt:
+        pass
