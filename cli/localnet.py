@@ -49,6 +49,7 @@ class LocalnetConfig:
     chain_id: str = "fedledger-demo"
     consensus: dict[str, Any] = field(default_factory=dict)  # e.g. byzantine_mode per node
     per_node: dict[int, dict[str, Any]] = field(default_factory=dict)
+    keyholder: int = 0  # the node that runs the HE key holder service (-1: none)
 
 
 class Localnet:
@@ -69,6 +70,7 @@ class Localnet:
                 setattr(c.consensus, k, v)
             for k, v in cfg.per_node.get(i, {}).items():
                 setattr(c.consensus, k, v)
+            c.keyholder.enabled = i == cfg.keyholder
             if i >= cfg.validators:
                 t = i - cfg.validators
                 c.trainer.enabled = True
@@ -193,9 +195,12 @@ class Localnet:
         put = self.rpc(creator, "content_put", {"path": str(path.resolve()),
                                                 "pin": f"initial model {opts.name}"},
                        operator=True)
+        he = self.he_context(opts) if opts.privacy in ("he", "dp+he") else None
         spec = build_spec(opts, dataset=self.cfg.dataset,
                           trainers=opts.clients_per_round or self.cfg.trainers,
-                          initial_model_cid=bytes(parse_cid(put["cid"])))
+                          initial_model_cid=bytes(parse_cid(put["cid"])),
+                          key_holders=(bytes.fromhex(he["holder"]),) if he else (),
+                          he_context_cid=bytes(parse_cid(he["cid"])) if he else b"")
         key = load_account_key(node.home.root, node.name)
         before = self.rpc(creator, "fl_tasks")["tasks"]
         acct = self.rpc(creator, "abci_query", {"path": f"/account/{key.address.hex()}"})
@@ -203,6 +208,24 @@ class Localnet:
         tx = sign_tx(key, self.cfg.chain_id, TaskCreate(spec), nonce)
         self.submit_and_wait(creator, tx.encoded, "TaskCreate")
         return len(before) + 1
+    def he_context(self, opts: TaskOptions) -> dict[str, Any]:
+        """CKKS keys for an HE task, made on the key holder node (``cfg.keyholder``): its
+        secret context stays in that node's home; returns the public task context object's
+        ``cid`` and the key holder's account (``holder``) for the TaskSpec."""
+        from cli.taskspec import he_layout
+        from node.fl.data import train_test
+
+        if self.cfg.keyholder < 0:
+            raise RPCFailure("HE tasks need a key holder node (LocalnetConfig.keyholder)")
+        train, _ = train_test(self.cfg.dataset, self.cfg.data_dir or None)
+        # the trainers hold disjoint parts of the training split: a round has at most all
+        layout = he_layout(opts, trainers=self.cfg.trainers, max_round_samples=len(train))
+        plain = {"frac_bits": layout.frac_bits, "lanes": layout.lanes,
+                 "lane_bits": layout.lane_bits, "max_weight": layout.max_weight}
+        return dict(self.rpc(self.cfg.keyholder, "fl_he_context_new",
+                             {"layout": plain, "params": opts.he_params}, operator=True,
+                             timeout=60))
+
 
     def submit_and_wait(self, i: int, raw: bytes, what: str, timeout: float = 120) -> Any:
         """broadcast_tx_sync, then wait for the tx to commit (a loaded machine may need longer

@@ -42,6 +42,31 @@ class TaskOptions:
     slash_ppm: int = 200_000
     jail_after: int = 2
     seed: int = 0
+    # HE (privacy he / dp+he): CKKS parameters (fl.privacy.he.PARAMS) and, for `he`, the most
+    # samples one round can bring (the packing headroom; 0: the caller's default)
+    he_params: str = "n8192"
+    he_max_round_samples: int = 0
+
+
+def he_layout(opts: TaskOptions, *, trainers: int, max_round_samples: int) -> Any:
+    """The packing layout of an HE task's submissions (goes into its task context object):
+    `he` weights by samples up to ``opts.he_max_round_samples`` (or ``max_round_samples``),
+    `dp+he` fits the grid to the DP noise and the model (node.fl.he_work.he_layout)."""
+    from fl.privacy.he import PARAMS
+    from node.fl.he_work import he_layout as layout_for
+    from node.fl.he_work import model_size
+
+    cpr = opts.clients_per_round or trainers
+    dp = None
+    if opts.privacy == "dp+he":
+        from fl.privacy import DpParams
+
+        dp = DpParams.of(int(opts.dp_clip * (1 << 24)) / (1 << 24),
+                         int(opts.dp_noise * 1000) / 1000, opts.dp_delta, cpr, cpr)
+    return layout_for(opts.privacy, PARAMS[opts.he_params],
+                      max_round_samples=opts.he_max_round_samples or max_round_samples,
+                      clients_per_round=cpr,
+                      num_params=model_size(opts.model_id, dict(opts.model_config)), dp=dp)
 
 
 def build_spec(opts: TaskOptions, *, dataset: str, trainers: int, initial_model_cid: bytes,
@@ -61,7 +86,7 @@ def build_spec(opts: TaskOptions, *, dataset: str, trainers: int, initial_model_
         round_blocks=opts.round_blocks, reveal_blocks=opts.reveal_blocks,
         rule=opts.rule, rule_params=dict(opts.rule_params), privacy=opts.privacy,
         dp_clip_q=int(opts.dp_clip * (1 << 24)), dp_noise_milli=int(opts.dp_noise * 1000),
-        dp_delta_ppb=int(opts.dp_delta * 1e9) if opts.privacy != "none" else 0,
+        dp_delta_ppb=int(opts.dp_delta * 1e9) if opts.privacy in ("dp", "dp+he") else 0,
         pol_policy="off" if he else opts.pol_policy,
         pol_k=opts.pol_k if opts.pol_policy != "off" and not he else 0,
         pool=opts.pool, trainer_reward_cap=opts.trainer_reward_cap,

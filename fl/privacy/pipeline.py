@@ -31,7 +31,7 @@ from fl.privacy.dp import DpParams, dequantize_f64, noise_seed, privatize
 from fl.privacy.errors import PrivacyError
 from fl.privacy.packing import LAYOUTS, Layout, PackingError, from_grid, to_grid
 
-__all__ = ["MODES", "PrivacyConfig", "PrivacyPipeline", "Submission"]
+__all__ = ["MODES", "PrivacyConfig", "PrivacyPipeline", "Submission", "fit_dp_layout"]
 
 MODES = ("none", "dp", "he", "dp+he")
 IntVec = npt.NDArray[np.int64]
@@ -113,6 +113,27 @@ class RoundStats:
         return out
 
 
+def fit_dp_layout(dp: DpParams, slot_bits: int, per_round: int, num_params: int) -> Layout:
+    """The DP+HE layout: unit weights (total at most ``per_round``, rounded up to a power of
+    two), a grid that covers the clip plus TAIL_SIGMAS noise stds and is fine against both
+    the noise and a typical clipped coordinate, and the most lanes (3, 2, 1) that allow it.
+
+    Shared by the harness and the chain (node.fl.he_work), so both pack the same way.
+    """
+    weight = 1 << max(0, (per_round - 1).bit_length())
+    sigma = dp.client_noise_std
+    reach = dp.clip_value + TAIL_SIGMAS * sigma
+    fine = dp.clip_value / (GRID_PER_COORDINATE * math.sqrt(max(1, num_params)))
+    if sigma > 0:
+        fine = min(fine, sigma / GRID_PER_SIGMA)
+    for lanes in (3, 2, 1):
+        try:
+            return Layout.fitted(reach, weight, lanes, slot_bits, fine)
+        except PackingError:
+            continue
+    raise PrivacyError(f"no HE layout covers +-{reach:.3g} at resolution {fine:.3g}")
+
+
 class PrivacyPipeline:
     def __init__(
         self,
@@ -159,18 +180,7 @@ class PrivacyPipeline:
             # Headroom for exactly the largest round weight: every bit of range counts here
             # (MNIST deltas reach |x| = 1.1; 1686 samples per round leave |x| < 1.24).
             return Layout(SCALE_BITS, 1, slot_bits, max_round_weight)
-        weight = 1 << max(0, (per_round - 1).bit_length())
-        sigma = self.dp.client_noise_std
-        reach = self.dp.clip_value + TAIL_SIGMAS * sigma
-        fine = self.dp.clip_value / (GRID_PER_COORDINATE * math.sqrt(max(1, num_params)))
-        if sigma > 0:
-            fine = min(fine, sigma / GRID_PER_SIGMA)
-        for lanes in (3, 2, 1):
-            try:
-                return Layout.fitted(reach, weight, lanes, slot_bits, fine)
-            except PackingError:
-                continue
-        raise PrivacyError(f"no HE layout covers +-{reach:.3g} at resolution {fine:.3g}")
+        return fit_dp_layout(self.dp, slot_bits, per_round, num_params)
 
     @property
     def frac_bits(self) -> int:

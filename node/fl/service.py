@@ -30,6 +30,15 @@ class FLServices:
                 torch.set_num_threads(node.cfg.trainer.threads)
             self.trainer = TrainerService(node)
             node.add_service("trainer", self.trainer.run)
+        self.keyholder: Any = None
+        if node.cfg.keyholder.enabled:
+            from node.fl.keyholder import KeyHolderService
+
+            self.keyholder = KeyHolderService(node)
+            node.add_service("keyholder", self.keyholder.run)
+        from node.fl.keyholder import register_keyholder_rpc
+
+        register_keyholder_rpc(node.rpc, node)
 
     def is_validator(self, state: ChainState) -> bool:
         return state.validators.get(self.node.validator_key.address) is not None

@@ -64,6 +64,14 @@ class TrainerService:
         self._next_nonce = 0
         self._last_transcript: dict[tuple[int, int], Any] = {}
         self.cpu = trio.CapacityLimiter(1)
+        self._he: Any = None  # node.fl.he_trainer.HeTrainer, made for the first HE task
+
+    def he(self) -> Any:
+        if self._he is None:
+            from node.fl.he_trainer import HeTrainer
+
+            self._he = HeTrainer(self.node, self.address)
+        return self._he
 
     # ------------------------------------------------------------ main loop
 
@@ -99,11 +107,14 @@ class TrainerService:
             if me is None or not me.joined:
                 if ("join", task_id, 0) not in self.done:
                     self.done.add(("join", task_id, 0))
-                    nursery.start_soon(self._submit, Join(task_id, task.spec.join_bond, b""),
+                    x25519 = self.he().public_key if task.spec.uses_he else b""
+                    nursery.start_soon(self._submit, Join(task_id, task.spec.join_bond, x25519),
                                        f"join task {task_id}")
                 continue
             if me.jailed:
                 continue
+            if task.spec.uses_he and not self.he().has_share(task_id):
+                continue  # HE: train once a key holder has sent this trainer its key share
             r = task.round
             sub = get_submission(state, task_id, r, self.address)
             if sub is None:
@@ -158,8 +169,9 @@ class TrainerService:
         if not content.store.has(gcid):
             await content.fetch(gcid, pin=f"global model task {task_id}")
         gbytes = content.store.get_bytes(gcid)
+        # HE tasks have no PoL: one checkpoint interval covers the whole training
         tm = TaskModel(spec.model_id, dict(spec.model_config), dict(spec.train),
-                       max(1, spec.pol_k))
+                       (1 << 20) if spec.uses_he else max(1, spec.pol_k))
         transform = await self._transform(task_id, task)
         rid = round_id(self.node.chain_id, task_id, r)
         self.log.info("training", task=task_id, round=r, samples=len(self.dataset),
@@ -169,6 +181,8 @@ class TrainerService:
                 tm, gbytes, gcid, self.dataset, rid, self.node.cfg.storage.chunk_size,
                 self.cfg.device, transform_update=transform))
         pin = f"own submission task {task_id} round {r}"
+        if spec.uses_he:  # only the ciphertext leaves: no plaintext model into the store
+            out.sink.objects = {out.update_cid: out.sink.objects[out.update_cid]}
         out.sink.flush(content.store, pin=pin)
         self._last_transcript[(task_id, r)] = out.transcript
         body = SubmitUpdate(task_id, r, out.update_cid,
@@ -198,6 +212,8 @@ class TrainerService:
     async def _transform(self, task_id: int, task: TaskState) -> Any:
         """DP noise and (evaluation only) the configured attack, or None for a plain update."""
         spec, attack = task.spec, self.cfg.attack
+        if spec.uses_he:
+            return await self.he().transform(task_id, task, len(self.dataset))
         if spec.privacy not in ("dp", "dp+he") and not attack:
             return None
         from ledger.fl import list_submissions, list_trainers

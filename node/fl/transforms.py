@@ -39,9 +39,11 @@ def make_transform(spec: Any, task_id: int, round_: int, trainer: bytes, attack:
         if attack:
             delta = _attack(attack, delta, honest, spec.clients_per_round, round_, trainer)
         if dp is not None:
-            from fl.privacy import noise_seed, privatize
+            from fl.privacy import privatize
 
-            q = privatize(delta, dp, seed=noise_seed(task_id, round_, trainer)).values
+            # fresh OS randomness: a seed derived from public labels (task, round, trainer)
+            # would let anyone regenerate the noise and subtract it
+            q = privatize(delta, dp, seed=None).values
         else:
             q = quantize(g + delta) - quantize(g)
         new = dequantize(quantize(g) + q)

@@ -71,6 +71,7 @@ class VerifierService:
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.stats = {"verified": 0, "rejected": 0, "rounds": 0, "mismatches": 0}
+        self._he_contexts: dict[bytes, Any] = {}  # he_context_cid -> (HeTaskContext, public)
 
     # ------------------------------------------------------------ background work
 
@@ -149,6 +150,8 @@ class VerifierService:
             self.log.warning("update unavailable", task=task_id, trainer=trainer.hex()[:12],
                              error=repr(e)[:200])
             return Check(False, "unavailable", False)
+        if spec.uses_he:
+            return await self._check_he(task_id, task, trainer, sub, update)
         if spec.pol_policy == "off" or not sub.transcript_cid:
             return Check(True, "ok", False, update_bytes=update)
         sink = PrefetchedSink({sub.update_cid: update})
@@ -230,8 +233,8 @@ class VerifierService:
                 cands.append(Candidate(t, s.update_cid, s.sample_count, c.update_bytes, order))
             else:
                 rejected.append(Rejection(t, s.update_cid, c.reason or "rejected", 0, c.proven))
-        if spec.privacy in ("he", "dp+he"):
-            raise NotImplementedError("HE aggregation on chain")
+        if spec.uses_he:
+            return await self._aggregate_he(task_id, task, cands, rejected)
         accepted: list[Contribution] = []
         digest, new_cid = b"", bytes(task.global_model_cid)
         if cands:
@@ -259,6 +262,84 @@ class VerifierService:
         rejected.sort(key=lambda r: r.trainer)
         return RoundResult(task_id, task.round, tuple(accepted), tuple(rejected),
                            digest if accepted else b"", new_cid, b"")
+
+    # ------------------------------------------------------------ HE tasks (public context only)
+
+    async def _he_context(self, task_id: int, task: TaskState) -> Any:
+        """(HeTaskContext, PublicContext) of the task: parameters, layout, public key only."""
+        from node.fl.he_work import HeTaskContext
+
+        cid = bytes(task.spec.he_context_cid)
+        if cid not in self._he_contexts:
+            data = await self._fetch(cid, f"he context task {task_id}")
+
+            def load() -> Any:
+                ctx = HeTaskContext.from_bytes(data)
+                return ctx, ctx.public_context()
+
+            self._he_contexts[cid] = await trio.to_thread.run_sync(load)
+        return self._he_contexts[cid]
+
+    async def _check_he(self, task_id: int, task: TaskState, trainer: bytes, sub: Any,
+                        update: bytes) -> Check:
+        """An HE submission: one well-formed ciphertext under the task's key and layout, of
+        the model's size and with the declared weight. Anyone can check this with the
+        public context, so a failure is proven; nothing here can (or tries to) decrypt."""
+        from fl.privacy import HeError
+        from node.fl.he_work import check_submission, expected_weight, model_size
+
+        spec = task.spec
+        try:
+            ctx, public = await self._he_context(task_id, task)
+        except Exception as e:  # our side (network), not the trainer's fault
+            self.log.warning("HE context unavailable", task=task_id, error=repr(e)[:200])
+            return Check(False, "unavailable: he context", False)
+        count = model_size(spec.model_id, dict(spec.model_config))
+        weight = expected_weight(spec, sub.sample_count)
+        try:
+            async with self.cpu:
+                await trio.to_thread.run_sync(
+                    check_submission, update, public, ctx.layout, count, weight)
+        except HeError as e:
+            self.log.info("bad ciphertext", task=task_id, trainer=trainer.hex()[:12],
+                          error=str(e)[:200])
+            # the reason names the error class only: it must be the same on every validator
+            return Check(False, f"bad_ciphertext: {type(e).__name__}", True)
+        return Check(True, "ok", False, update_bytes=update)
+
+    async def _aggregate_he(self, task_id: int, task: TaskState, cands: list[Any],
+                            rejected: list[Rejection]) -> RoundResult:
+        """Add the checked ciphertexts (canonical order: trainer address) with the public
+        context; the sum's CID goes into the result and the key holders decrypt it."""
+        from node.fl.he_work import add_updates, expected_weight
+
+        spec, r = task.spec, task.round
+        ctx, public = await self._he_context(task_id, task)
+        kept: list[Any] = []
+        weight = 0
+        for c in sorted(cands, key=lambda c: c.trainer):
+            w = expected_weight(spec, c.samples)
+            if weight + w > ctx.layout.max_weight or len(kept) >= public.params.max_summands:
+                # the sum would overflow the layout's headroom (or the noise budget): the
+                # task's layout is too small for this round, not the trainer's fault
+                rejected.append(Rejection(c.trainer, c.update_cid, "he_headroom", 0, False))
+                continue
+            weight += w
+            kept.append(c)
+        accepted: list[Contribution] = []
+        enc_cid = b""
+        if kept:
+            async with self.cpu:
+                total = await trio.to_thread.run_sync(
+                    add_updates, [c.update_bytes for c in kept], public)
+            enc_cid = bytes(self.node.content.store.put_bytes(
+                total, chunk_size=self.node.cfg.storage.chunk_size,
+                pin=f"encrypted aggregate task {task_id} round {r}"))
+            accepted = [Contribution(c.trainer, c.update_cid, c.samples, 0, (), ())
+                        for c in kept]
+        rejected.sort(key=lambda x: x.trainer)
+        new_cid = b"" if accepted else bytes(task.global_model_cid)
+        return RoundResult(task_id, r, tuple(accepted), tuple(rejected), b"", new_cid, enc_cid)
 
     # ------------------------------------------------------------ consensus hooks
 
