@@ -61,7 +61,7 @@ def demo(
                        privacy=privacy, pol_policy=pol if privacy in ("none", "dp") else "off",
                        rule=rule or ("fedavg" if privacy != "none" else "robust"),
                        lr="0.1" if model_id == "mlp" else "0.05",
-                       momentum="0.0" if model_id == "mlp" else "0.9",
+                       momentum="0.9",
                        batch_size=16 if model_id == "mlp" else 32,
                        dp_clip=1.0 if "dp" in privacy else 0.0,
                        dp_noise=0.3 if "dp" in privacy else 0.0)
@@ -155,8 +155,7 @@ def _finish(net: Any, task_id: int, rows: list[dict[str, Any]], output: Path, cf
         tr = net.try_rpc(net.cfg.validators + i, "fl_trainer_status") or {}
         acct = tr.get("account")
         if acct:
-            q = net.try_rpc(0, "abci_query", {"path": f"/account/{acct}"}) or {}
-            rewards[node.name] = (q.get("decoded") or {}).get("balance")
+            rewards[node.name] = net.account(acct).get("balance")
     summary = {"dataset": cfg.dataset, "validators": cfg.validators, "trainers": cfg.trainers,
                "malicious": cfg.malicious, "attack": cfg.attack, "privacy": opts.privacy,
                "pol_policy": opts.pol_policy, "rule": opts.rule, "rounds": rows,

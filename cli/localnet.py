@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from cli.taskspec import TaskOptions, build_spec
+from cli.taskspec import TaskOptions, build_spec, initial_model_bytes
 from node.config import save_config
 from node.home import TestnetNode, make_testnet
 from node.ports import free_port_block
@@ -181,15 +181,13 @@ class Localnet:
 
     def create_task(self, opts: TaskOptions, creator: int = 0) -> int:
         """Store the initial model on ``creator``, sign TaskCreate with its account; task id."""
-        from fl.models import build_model, state_dict_of, to_safetensors
         from ledger.fl import TaskCreate
         from ledger.tx import sign_tx
         from node.keys import load_account_key
         from storage.cid import parse_cid
 
         node = self.nodes[creator]
-        model = to_safetensors(state_dict_of(build_model(opts.model_id, opts.model_config,
-                                                         seed=opts.seed)))
+        model = initial_model_bytes(opts)
         path = self.root / f"initial-{opts.name}.safetensors"
         path.write_bytes(model)
         put = self.rpc(creator, "content_put", {"path": str(path.resolve()),
@@ -203,11 +201,11 @@ class Localnet:
                           he_context_cid=bytes(parse_cid(he["cid"])) if he else b"")
         key = load_account_key(node.home.root, node.name)
         before = self.rpc(creator, "fl_tasks")["tasks"]
-        acct = self.rpc(creator, "abci_query", {"path": f"/account/{key.address.hex()}"})
-        nonce = int((acct.get("decoded") or {}).get("nonce", 0))
+        nonce = int(self.account(key.address.hex(), creator).get("nonce", 0))
         tx = sign_tx(key, self.cfg.chain_id, TaskCreate(spec), nonce)
         self.submit_and_wait(creator, tx.encoded, "TaskCreate")
         return len(before) + 1
+
     def he_context(self, opts: TaskOptions) -> dict[str, Any]:
         """CKKS keys for an HE task, made on the key holder node (``cfg.keyholder``): its
         secret context stays in that node's home; returns the public task context object's
@@ -226,7 +224,6 @@ class Localnet:
                              {"layout": plain, "params": opts.he_params}, operator=True,
                              timeout=60))
 
-
     def submit_and_wait(self, i: int, raw: bytes, what: str, timeout: float = 120) -> Any:
         """broadcast_tx_sync, then wait for the tx to commit (a loaded machine may need longer
         than broadcast_tx_commit's 10 s); raises unless both CheckTx and delivery succeed."""
@@ -240,6 +237,11 @@ class Localnet:
         if int(rec["tx_result"]["code"]) != 0:
             raise RPCFailure(f"{what} failed: {rec['tx_result'].get('log')}")
         return rec
+
+    def account(self, address_hex: str, i: int = 0) -> dict[str, Any]:
+        """The account's decoded state (balance, nonce) on node ``i``; {} if it has none."""
+        q = self.rpc(i, "abci_query", {"path": f"/account/{address_hex}"})
+        return dict(q["response"].get("decoded") or {})
 
     def task(self, task_id: int, i: int = 0) -> dict[str, Any] | None:
         t = self.try_rpc(i, "fl_task", {"task_id": task_id})

@@ -12,6 +12,28 @@ if TYPE_CHECKING:
     from node.daemon import Node
 
 
+# Test-only byzantine proposer behaviour (consensus.byzantine_mode; never on a real node):
+# propose round-closing blocks without their FL section, or with a global model that is
+# not the aggregate. Honest validators must prevote nil on both.
+BYZANTINE_FL_MODES = ("fl_omit_section", "fl_wrong_model")
+
+
+def _wrong_model_section(state: ChainState, section: Any) -> Any:
+    import dataclasses
+
+    from ledger.fl import get_task
+
+    results = []
+    for r in section.results:
+        task = get_task(state, r.task_id)
+        # the current global model: a real, fetchable model - just not this round's aggregate
+        wrong = task.global_model_cid if task is not None else r.new_model_cid[::-1]
+        if wrong == r.new_model_cid:
+            wrong = bytes(reversed(wrong))
+        results.append(dataclasses.replace(r, new_model_cid=wrong))
+    return dataclasses.replace(section, results=tuple(results))
+
+
 class FLServices:
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -44,7 +66,13 @@ class FLServices:
         return state.validators.get(self.node.validator_key.address) is not None
 
     async def prepare(self, state: ChainState) -> Any:
-        return await self.verifier.prepare(state)
+        mode = self.node.cfg.consensus.byzantine_mode
+        if mode == "fl_omit_section":
+            return None  # test-only: propose as if no round were due
+        section = await self.verifier.prepare(state)
+        if section is not None and mode in BYZANTINE_FL_MODES:
+            return _wrong_model_section(state, section)
+        return section
 
     async def process(self, state: ChainState, block: Block) -> str | None:
         # A non-validator does not vote; a block that +2/3 precommitted is its truth.

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 # PoL reasons that prove nothing against the trainer (our side could not check)
 _UNPROVEN = {"missing_content", "no_reveal", "verification_error", "unavailable", "bad_policy"}
 FETCH_TIMEOUT_S = 30.0
+UNAVAILABLE_ATTEMPTS = 3
 
 
 @dataclass
@@ -71,6 +72,8 @@ class VerifierService:
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.stats = {"verified": 0, "rejected": 0, "rounds": 0, "mismatches": 0}
+        self.fetch_seconds = 0.0  # content fetched from peers, and round aggregations:
+        self.aggregate_seconds = 0.0  # cumulative, for fl_verifier_status (benchmarks)
         self._he_contexts: dict[bytes, Any] = {}  # he_context_cid -> (HeTaskContext, public)
 
     # ------------------------------------------------------------ background work
@@ -117,7 +120,9 @@ class VerifierService:
     async def _fetch(self, cid: bytes, pin: str) -> bytes:
         content = self.node.content
         if not content.store.has(cid):
+            t0 = time.perf_counter()
             await content.fetch(cid, pin=pin, timeout_s=FETCH_TIMEOUT_S)
+            self.fetch_seconds += time.perf_counter() - t0
         else:
             content.store.pin(cid, pin)
         return content.store.get_bytes(cid)  # type: ignore[no-any-return]
@@ -126,7 +131,15 @@ class VerifierService:
                                 sub: Any) -> None:
         key = (task_id, task.round, trainer)
         t0 = time.perf_counter()
-        check = await self._verify(task_id, task, trainer, sub)
+        for attempt in range(UNAVAILABLE_ATTEMPTS):
+            check = await self._verify(task_id, task, trainer, sub)
+            # "unavailable" is our own view of the network, not a fact every validator shares:
+            # try again (the content may be on other peers by now, e.g. the proposer's)
+            # before it goes into a result that the others must reproduce
+            if check.ok or check.proven or not check.reason.startswith("unavailable"):
+                break
+            if attempt + 1 < UNAVAILABLE_ATTEMPTS:
+                await trio.sleep(2.0 * (attempt + 1))
         check.seconds = time.perf_counter() - t0
         self.work.checks[key] = check
         self.stats["verified" if check.ok else "rejected"] += 1
@@ -215,7 +228,9 @@ class VerifierService:
                 await self._changed.wait()
         if key in self.work.results:
             return self.work.results[key]
+        t0 = time.perf_counter()
         result = await self._aggregate(task_id, task, subs)
+        self.aggregate_seconds += time.perf_counter() - t0
         self.work.results[key] = result
         self.stats["rounds"] += 1
         return result
@@ -352,6 +367,24 @@ class VerifierService:
         results = [await self.round_result(state, t, r) for t, r in due]
         return FLSection(tuple(results))
 
+    def _recheck_unavailable(self, got: RoundResult, mine: RoundResult) -> None:
+        """The proposer accepted updates we could not fetch: forget those verdicts (and the
+        result built on them) so the next proposal is judged on a fresh fetch - the
+        proposer, at least, has the content now."""
+        theirs = {c.trainer for c in got.accepted}
+        stale = [r.trainer for r in mine.rejected
+                 if r.trainer in theirs and r.reason.startswith("unavailable")]
+        if not stale:
+            return
+        for t in stale:
+            k = (got.task_id, got.round, t)
+            self.work.checks.pop(k, None)
+            self.work.started.discard(k)
+        for k in [k for k in self.work.results if k[:2] == (got.task_id, got.round)]:
+            del self.work.results[k]
+        self.log.info("re-checking updates the proposer could fetch", task=got.task_id,
+                      round=got.round, trainers=[t.hex()[:12] for t in stale])
+
     async def process(self, state: ChainState, block: Block) -> str | None:
         """ProcessProposal: None if the block's FL section is what this validator computes."""
         due = due_rounds(state, block.height)
@@ -367,6 +400,7 @@ class VerifierService:
                 return f"cannot reproduce round {got.task_id}/{got.round}: {e!r}"[:200]
             if encode(mine) != encode(got):
                 self.stats["mismatches"] += 1
+                self._recheck_unavailable(got, mine)
                 return (f"round {got.task_id}/{got.round} result differs from ours "
                         f"(model {got.new_model_cid.hex()[:16]} vs {mine.new_model_cid.hex()[:16]})")
         return None

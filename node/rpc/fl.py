@@ -11,7 +11,15 @@ import base64
 import hashlib
 from typing import TYPE_CHECKING, Any
 
-from node.rpc.jsonrpc import NOT_FOUND, SERVER_ERROR, Param, Registry, RPCError, invalid_params
+from node.rpc.jsonrpc import (
+    NOT_FOUND,
+    SERVER_ERROR,
+    Param,
+    Registry,
+    RPCError,
+    invalid_params,
+    require_operator,
+)
 
 if TYPE_CHECKING:
     from node.daemon import Node
@@ -108,6 +116,8 @@ def register_fl(reg: Registry, node: Node) -> None:
         from fl.models import input_shape
         from node.fl.work import infer
 
+        if record:
+            require_operator("fl_infer with record=true (the node signs a transaction)")
         if not inputs or len(inputs) > MAX_INFER_ROWS:
             raise invalid_params(f"inputs: 1..{MAX_INFER_ROWS} rows")
         cid, task, r = await _model(task_id, round)
@@ -153,8 +163,13 @@ def register_fl(reg: Registry, node: Node) -> None:
 
     async def fl_verifier_status() -> dict[str, Any]:
         """Verification statistics of this validator."""
-        return {"stats": dict(node.fl.verifier.stats),
-                "checked": len(node.fl.verifier.work.checks)}
+        v = node.fl.verifier
+        # seconds spent (cumulative): submission checks (fetch + PoL), of which fetching
+        # content from peers, and aggregating rounds
+        return {"stats": dict(v.stats), "checked": len(v.work.checks),
+                "seconds": {"checks": round(sum(c.seconds for c in v.work.checks.values()), 3),
+                            "fetch": round(v.fetch_seconds, 3),
+                            "aggregate": round(v.aggregate_seconds, 3)}}
 
     reg.add("fl_tasks", fl_tasks, [Param("status", "str", max_len=32)])
     reg.add("fl_task", fl_task, [Param("task_id", "int", required=True, minimum=1)])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -225,6 +226,7 @@ async def dispatch(registry: Registry, name: str, params: Any, ctx: CallContext)
         return RPCError(UNAUTHORIZED, "Unauthorized",
                         f"{name} is operator-only: send 'Authorization: Bearer <token>' "
                         "(the token is in HOME/config/operator_token)")
+    token = _CALL.set(ctx)
     try:
         kwargs = m.bind(params)
         return await m.handler(**kwargs)
@@ -234,6 +236,21 @@ async def dispatch(registry: Registry, name: str, params: Any, ctx: CallContext)
         if ctx.on_internal_error is not None:
             ctx.on_internal_error(name, e)
         return RPCError(INTERNAL_ERROR, "Internal error", f"{type(e).__name__} in {name}")
+    finally:
+        _CALL.reset(token)
+
+
+# the context of the call being handled, for parameters that are operator-only
+_CALL: contextvars.ContextVar[CallContext] = contextvars.ContextVar("rpc_call")
+
+
+def require_operator(what: str) -> None:
+    """Raise Unauthorized unless the current call carried the operator token."""
+    ctx = _CALL.get(None)
+    if ctx is None or not ctx.authorized:
+        raise RPCError(UNAUTHORIZED, "Unauthorized",
+                       f"{what} is operator-only: send 'Authorization: Bearer <token>' "
+                       "(the token is in HOME/config/operator_token)")
 
 
 async def handle_body(registry: Registry, body: bytes, ctx: CallContext,

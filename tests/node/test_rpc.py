@@ -151,3 +151,30 @@ async def test_operator_token_unlocks_operator_methods(node) -> None:  # type: i
 async def test_metrics_endpoint(node) -> None:  # type: ignore[no-untyped-def]
     r = await get(node, "/metrics")
     assert r.status_code == 200 and "fedledger_p2p_peers" in r.text
+
+
+async def test_operator_only_parameter_needs_the_token() -> None:
+    """A public method with an operator-only option (fl_infer's ``record``) refuses the option
+    without the token and grants it with the token."""
+    from node.rpc.jsonrpc import (
+        UNAUTHORIZED,
+        CallContext,
+        Registry,
+        RPCError,
+        dispatch,
+        require_operator,
+    )
+
+    reg = Registry()
+
+    async def infer(record: bool = False) -> str:
+        if record:
+            require_operator("infer with record")
+        return "recorded" if record else "ok"
+
+    reg.add("infer", infer, [Param("record", "bool")])
+    assert await dispatch(reg, "infer", {}, CallContext(authorized=False)) == "ok"
+    refused = await dispatch(reg, "infer", {"record": True}, CallContext(authorized=False))
+    assert isinstance(refused, RPCError) and refused.code == UNAUTHORIZED
+    assert "operator-only" in str(refused.data)
+    assert await dispatch(reg, "infer", {"record": True}, CallContext(authorized=True)) == "recorded"
