@@ -7,7 +7,7 @@ CORE    = node consensus ledger storage fl
 # pytest workers: the suite is mostly CPU-bound; 2 matches the CI machines
 WORKERS ?= 2
 
-.PHONY: install demo test lint typecheck check bench clean
+.PHONY: install demo test lint typecheck check bench bench-round clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,11 @@ check: lint typecheck test
 
 bench: install
 	$(PY) -m benchmarks.gossip
+
+# the chain's overhead per FL round against the in-process harness (a few minutes; starts
+# 8 node processes). Results and the other benchmarks' commands: docs/BENCHMARKS.md
+bench-round: install
+	$(PY) -m benchmarks.round_overhead $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
