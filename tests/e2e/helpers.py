@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,6 @@ from typing import Any
 from cli.localnet import Localnet, LocalnetConfig, evaluate_model
 from cli.taskspec import TaskOptions
 from ledger.fl.rounds import round_budget, split_rewards
-from storage.cid import parse_cid
 
 
 @dataclass
@@ -88,9 +85,6 @@ def trainer_states(net: Localnet, task_id: int) -> dict[str, dict[str, Any]]:
     return {str(a): dict(t) for a, t in items}
 
 
-def balance(net: Localnet, address_hex: str, i: int = 0) -> int:
-    return int(net.account(address_hex, i).get("balance", 0))
-
 
 def genesis_balance(net: Localnet, address_hex: str) -> int:
     gen = json.loads((net.nodes[0].home.root / "config" / "genesis.json").read_text())
@@ -122,14 +116,6 @@ def expected_trainer_earnings(task: dict[str, Any], results: list[dict[str, Any]
     return earned
 
 
-def cid_bytes(text: str) -> bytes:
-    return bytes(parse_cid(text))
-
-
-def model_b64(net: Localnet, task_id: int, round_: int, i: int) -> str:
-    return base64.b64encode(net.model_bytes(task_id, round_, i)).decode()
-
-
 def log_lines(net: Localnet, i: int, event: str) -> list[dict[str, Any]]:
     out = []
     for line in net.log(i).splitlines():
@@ -140,7 +126,3 @@ def log_lines(net: Localnet, i: int, event: str) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return out
-
-
-def elapsed(t0: float) -> str:
-    return f"{time.monotonic() - t0:.0f} s"
