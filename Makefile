@@ -23,8 +23,11 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/fedledger demo
 
+# Two phases: unit and in-process tests in parallel, then the tests that start OS processes
+# (testnets, end-to-end FL) one at a time - two testnets at once overload a 2-core machine.
 test: install
-	$(PY) -m pytest -q -m "not slow" -n $(WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -m "not slow and not integration" -n $(WORKERS)
+	$(PY) -m pytest -q -m "integration and not slow" -p no:xdist --durations=15
 
 lint: install
 	$(BIN)/ruff check .

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 
 MAX_ATTEMPTS = 3  # per round; a persistent failure (bad data, bad model) must not spin
+# A sent SubmitUpdate that has not shown up in the state this many blocks later (it failed
+# at delivery, e.g. it landed after the deadline that was then extended, or was dropped)
+# is sent again while the round is still open.
+RESUBMIT_AFTER_BLOCKS = 8
 
 
 @dataclass
@@ -60,6 +64,7 @@ class TrainerService:
         self.busy: set[tuple[int, int]] = set()
         self.failures: dict[tuple[int, int], int] = {}
         self.done: set[tuple[str, int, int]] = set()
+        self._sent: dict[tuple[int, int], tuple[SubmitUpdate, int]] = {}  # (task, round)
         self.history: list[RoundLog] = []
         self._next_nonce = 0
         self._last_transcript: dict[tuple[int, int], Any] = {}
@@ -117,7 +122,13 @@ class TrainerService:
                 continue  # HE: train once a key holder has sent this trainer its key share
             r = task.round
             sub = get_submission(state, task_id, r, self.address)
-            if sub is None:
+            sent = self._sent.get((task_id, r))
+            if sub is None and sent is not None and (task_id, r) not in self.busy \
+                    and sent[1] + RESUBMIT_AFTER_BLOCKS <= state.height < task.deadline:
+                self._sent[(task_id, r)] = (sent[0], state.height)
+                nursery.start_soon(self._submit, sent[0], f"update task {task_id} round {r} "
+                                                          "(again: not in the state)")
+            elif sub is None:
                 if (task_id, r) not in self.busy and state.height < task.deadline \
                         and ("submit", task_id, r) not in self.done \
                         and self.failures.get((task_id, r), 0) < MAX_ATTEMPTS:
@@ -190,6 +201,7 @@ class TrainerService:
                             out.samples, out.data_root)
         if await self._submit(body, f"update task {task_id} round {r}"):
             self.done.add(("submit", task_id, r))
+            self._sent[(task_id, r)] = (body, self.node.chain.height)
             self.history.append(RoundLog(task_id, r, out.samples, out.mean_loss, out.seconds,
                                          out.device, time.time()))
             self.log.info("update submitted", task=task_id, round=r, loss=round(out.mean_loss, 4),

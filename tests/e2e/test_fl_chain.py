@@ -32,7 +32,7 @@ from tests.e2e.helpers import (
     wait_task,
 )
 
-pytestmark = [pytest.mark.xdist_group("testnet")]
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("testnet")]
 
 MNIST = os.environ.get("FEDLEDGER_MNIST_DIR", "")
 
