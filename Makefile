@@ -27,7 +27,7 @@ demo: install
 # (testnets, end-to-end FL) one at a time - two testnets at once overload a 2-core machine.
 test: install
 	$(PY) -m pytest -q -m "not slow and not integration" -n $(WORKERS)
-	$(PY) -m pytest -q -m "integration and not slow" -p no:xdist --durations=15
+	$(PY) -m pytest -q -m "integration and not slow" -n 0 --durations=15
 
 lint: install
 	$(BIN)/ruff check .
