@@ -38,6 +38,14 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
+def wide_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich sizes tables to the terminal; CI's 80 columns would elide the cells the tests read."""
+    from cli import common
+
+    monkeypatch.setattr(common.console, "width", 200)
+
+
+@pytest.fixture(autouse=True)
 def node_logs_aside() -> Iterator[None]:
     """The in-process node logs through structlog's print logger, which writes to whatever
     ``sys.stdout`` is at the time: inside ``invoke``, the CLI's captured output. Pin it to the
