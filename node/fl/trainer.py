@@ -178,7 +178,9 @@ class TrainerService:
         content = self.node.content
         gcid = bytes(task.global_model_cid)
         if not content.store.has(gcid):
-            await content.fetch(gcid, pin=f"global model task {task_id}")
+            # bounded: a fetch that never ends would hold this round busy forever (seen in the
+            # demo); a failure is retried on the next block, up to MAX_ATTEMPTS
+            await content.fetch(gcid, pin=f"global model task {task_id}", timeout_s=60.0)
         gbytes = content.store.get_bytes(gcid)
         # HE tasks have no PoL: one checkpoint interval covers the whole training
         tm = TaskModel(spec.model_id, dict(spec.model_config), dict(spec.train),
