@@ -21,6 +21,7 @@ a shared machine wall-clock time mostly measures the neighbours.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -28,7 +29,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,7 @@ from fl.pol.distance import (
     compare,  # noqa: E402
 )
 from fl.pol.forgeries import FORGERIES, HonestRun, honest_run  # noqa: E402
+from fl.pol.precision import full_fp32  # noqa: E402
 from fl.train import (  # noqa: E402
     TrainConfig,
     batch_schedule,
@@ -215,20 +217,28 @@ def _rel(
 Snap = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], int]
 
 
-def calibrate_honest(model_id: str, ds: Dataset, cfg: TrainConfig, k: int, conv: bool) -> None:
+def _snapshots(
+    model_id: str, ds: Dataset, cfg: TrainConfig, k: int, device: str, threads: int = 1
+) -> tuple[list[Snap], list[np.ndarray]]:
+    """Train once on ``device`` and keep (weights, optimizer state, step) every k steps."""
     sched = batch_schedule(len(ds), cfg.epochs, cfg.batch_size, cfg.seed)
     model = build_model(model_id, seed=0)
     snaps: list[Snap] = [({n: v.clone() for n, v in model.state_dict().items()}, {}, 0)]
 
     def on_step(step: int, idx: object, m: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
         if (step + 1) % k == 0:
-            w = {n: v.detach().clone() for n, v in m.state_dict().items()}
+            w = {n: v.detach().to("cpu", copy=True) for n, v in m.state_dict().items()}
             snaps.append((w, export_optimizer_state(m, opt), step + 1))
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    train_local(model, ds, cfg, "cpu", schedule=sched, on_step=on_step)
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    train_local(model, ds, cfg, device, schedule=sched, on_step=on_step)
+    torch.set_num_threads(before)
+    return snaps, sched
+
+
+def calibrate_honest(model_id: str, ds: Dataset, cfg: TrainConfig, k: int, conv: bool) -> None:
+    snaps, sched = _snapshots(model_id, ds, cfg, k, "cpu", threads=2)
     gen = torch.Generator().manual_seed(0)
 
     def noisy(g: torch.Tensor) -> torch.Tensor:
@@ -266,6 +276,105 @@ def calibrate_honest(model_id: str, ds: Dataset, cfg: TrainConfig, k: int, conv:
     for label, variant in rows:
         vals = [replay(i, variant) for i in range(len(snaps) - 1)]
         print(f"| {label} | {max(v[0] for v in vals):.2e} | {max(v[1] for v in vals):.2e} |")
+
+
+@contextlib.contextmanager
+def _cuda_math(tf32: bool, cudnn: bool) -> Iterator[None]:
+    """TF32 on or off, cuDNN on or off, restored after (CPU math is unaffected)."""
+    prev = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cudnn.enabled,
+    )
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.enabled = cudnn
+    try:
+        yield
+    finally:
+        (
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.enabled,
+        ) = prev
+
+
+def calibrate_cross_device(model_id: str, ds: Dataset, cfg: TrainConfig, k: int) -> None:
+    """Trained on one device type and CUDA math setting, replayed on another."""
+    if not torch.cuda.is_available():
+        print(f"\n(no CUDA device: cross-device replay distances for {model_id} not measured)")
+        return
+    settings = {  # name -> (device, tf32, cudnn); None: full_fp32 / the new precision API
+        "CPU": ("cpu", False, True),
+        "CUDA fp32 + cuDNN": ("cuda", False, True),
+        "CUDA fp32 + cuDNN, fp32_precision=ieee": ("cuda", "ieee", True),
+        "CUDA fp32, cuDNN off": ("cuda", False, False),
+        "CUDA TF32 + cuDNN": ("cuda", True, True),
+        "CUDA under full_fp32 (record_training, verify)": ("cuda", None, None),
+    }
+
+    def run(name: str, fn: Callable[[], object]) -> object:
+        device, tf32, cudnn = settings[name]
+        if tf32 is None:
+            with full_fp32():
+                return fn()
+        if tf32 == "ieee":  # torch >= 2.9: the explicit per-backend precision
+            conv, mm = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+            prev = (conv.fp32_precision, mm.fp32_precision)  # type: ignore[attr-defined]
+            conv.fp32_precision = mm.fp32_precision = "ieee"  # type: ignore[attr-defined]
+            try:
+                return fn()
+            finally:
+                conv.fp32_precision, mm.fp32_precision = prev  # type: ignore[attr-defined]
+        with _cuda_math(bool(tf32), bool(cudnn)):
+            return fn()
+
+    recorded: dict[str, tuple[list[Snap], list[np.ndarray]]] = {}
+
+    def distance(trained: str, replayed: str) -> tuple[float, float]:
+        if trained not in recorded:
+            dev = settings[trained][0]
+            recorded[trained] = run(trained, lambda: _snapshots(model_id, ds, cfg, k, dev))  # type: ignore[assignment]
+        snaps, sched = recorded[trained]
+        vals = []
+        for i in range(len(snaps) - 1):
+            (w0, o0, s0), (w1, _, s1) = snaps[i], snaps[i + 1]
+            m = build_model(model_id, seed=0)
+            m.load_state_dict(w0)
+            dev = settings[replayed][0]
+            r = run(
+                replayed,
+                lambda m=m, o0=o0, s0=s0, s1=s1, dev=dev: run_steps(
+                    m, o0, ds, sched[s0:s1], cfg, dev
+                ),
+            )
+            vals.append(_rel(r.state, w1, w0))  # type: ignore[attr-defined]
+        return max(v[0] for v in vals), max(v[1] for v in vals)
+
+    pol = "CUDA under full_fp32 (record_training, verify)"
+    pairs = [
+        ("CUDA fp32 + cuDNN", "CUDA fp32 + cuDNN"),
+        ("CUDA fp32 + cuDNN", "CPU"),
+        ("CPU", "CUDA fp32 + cuDNN"),
+        ("CUDA fp32 + cuDNN, fp32_precision=ieee", "CPU"),
+        ("CUDA fp32, cuDNN off", "CPU"),
+        (pol, "CPU"),
+        ("CPU", pol),
+        (pol, pol),
+        ("CUDA TF32 + cuDNN", "CPU"),
+    ]
+    print(
+        f"\n### Cross-device replay distances, {model_id}, k={k}, "
+        f"{torch.cuda.get_device_name()} (max over segments)\n"
+    )
+    print("| trained on | replayed on | rel. L2 | rel. L-inf |")
+    print("| --- | --- | ---: | ---: |")
+    for trained, replayed in pairs:
+        try:
+            l2, linf = distance(trained, replayed)
+        except (RuntimeError, AttributeError) as e:  # e.g. a torch without the new precision API
+            print(f"| {trained} | {replayed} | error: {str(e).splitlines()[0][:80]} | |")
+            continue
+        print(f"| {trained} | {replayed} | {l2:.2e} | {linf:.2e} |")
 
 
 def _forged_distances(run: HonestRun, t: Transcript) -> list[SegmentDistance]:
@@ -334,12 +443,22 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-cost", action="store_true")
     p.add_argument("--skip-calibration", action="store_true")
+    p.add_argument(
+        "--cross-device-only",
+        action="store_true",
+        help="only the CUDA-trained, CPU-replayed distances (needs a CUDA device)",
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU time; MNIST: {'real' if a.data_dir else 'random images'}"
     )
     sgd = TrainConfig(lr=0.05, momentum=0.9, clip_norm=5.0, epochs=1, batch_size=32, seed=1)
+    digits_cfg = TrainConfig(lr=0.05, momentum=0.9, epochs=2, batch_size=32, seed=1)
+    if a.cross_device_only:
+        calibrate_cross_device("mnist_cnn", _mnist(a.data_dir, 2048), sgd, 32)
+        calibrate_cross_device("mlp", load_digits(), digits_cfg, 32)
+        return
     if not a.skip_cost:
         mnist = _mnist(a.data_dir, 8000)
         bench_cost("mnist_cnn", "mnist_cnn", mnist, sgd, [8, 32, 128], 32, a.repeats)
@@ -353,14 +472,20 @@ def main() -> None:
             1,
             3 * a.repeats,
         )
-        digits_cfg = dataclasses.replace(sgd, epochs=8)
         bench_cost(
-            "mlp (digits, 8 epochs)", "mlp", load_digits(), digits_cfg, [8, 32, 128], 32, a.repeats
+            "mlp (digits, 8 epochs)",
+            "mlp",
+            load_digits(),
+            dataclasses.replace(sgd, epochs=8),
+            [8, 32, 128],
+            32,
+            a.repeats,
         )
     if not a.skip_calibration:
         calibrate_honest("mnist_cnn", _mnist(a.data_dir, 2048), sgd, 32, conv=True)
-        digits_cfg = TrainConfig(lr=0.05, momentum=0.9, epochs=2, batch_size=32, seed=1)
         calibrate_honest("mlp", load_digits(), digits_cfg, 32, conv=False)
+        calibrate_cross_device("mnist_cnn", _mnist(a.data_dir, 2048), sgd, 32)
+        calibrate_cross_device("mlp", load_digits(), digits_cfg, 32)
         calibrate_forgeries(load_digits().subset(np.arange(240)))
 
 

@@ -1,6 +1,7 @@
 """Local-training throughput against a minimal hand-written torch loop, and aggregation cost.
 
     python benchmarks/training.py [--data-dir DIR] [--threads 1] [--repeats 3] [--agg-sizes 47000,1000000]
+                                  [--device cpu|cuda]
 
 Training: the MNIST CNN on 8,000 samples (real MNIST when a directory is given or
 FEDLEDGER_MNIST_DIR is set, random images of the same shape otherwise), SGD with
@@ -11,11 +12,13 @@ parameters through each rule, next to a float32 numpy mean as the baseline.
 
 Times are CPU seconds of this process (`time.process_time`) with one torch thread: on a
 shared machine wall-clock time mostly measures the neighbours, CPU time measures the code.
+With `--device cuda` the training rows are wall seconds, synchronized before each reading.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -30,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fl.aggregate import Update, aggregate, quantize  # noqa: E402
 from fl.data import Dataset, load_mnist, split  # noqa: E402
 from fl.models import build_model  # noqa: E402
+from fl.pol.precision import full_fp32  # noqa: E402
 from fl.train import TrainConfig, train_local  # noqa: E402
 
 
@@ -41,42 +45,60 @@ def _data(data_dir: str | None) -> Dataset:
     return Dataset("random", x, rng.integers(0, 10, 8000).astype(np.int64), 10)
 
 
-def _hand_loop(ds: Dataset, seed: int) -> float:
-    model = build_model("mnist_cnn", seed=0)
+def _clock(device: str) -> float:
+    """CPU seconds on the CPU (neighbours do not inflate them); wall seconds after a sync on CUDA."""
+    if device == "cpu":
+        return time.process_time()
+    torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def _hand_loop(ds: Dataset, seed: int, device: str) -> float:
+    model = build_model("mnist_cnn", seed=0).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    x, y = torch.from_numpy(ds.x), torch.from_numpy(ds.y)
+    x, y = torch.from_numpy(ds.x).to(device), torch.from_numpy(ds.y).to(device)
     g = torch.Generator().manual_seed(seed)
-    t = time.process_time()
-    perm = torch.randperm(len(ds), generator=g)
+    t = _clock(device)
+    perm = torch.randperm(len(ds), generator=g).to(device)
     for i in range(0, len(ds), 32):
         idx = perm[i : i + 32]
         opt.zero_grad()
         torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
         opt.step()
-    return len(ds) / (time.process_time() - t)
+    return len(ds) / (_clock(device) - t)
 
 
-def _ours(ds: Dataset, seed: int, deterministic: bool) -> float:
+def _ours(ds: Dataset, seed: int, deterministic: bool, device: str, pol: bool = False) -> float:
     model = build_model("mnist_cnn", seed=0)
     cfg = TrainConfig(
         lr=0.05, momentum=0.9, epochs=1, batch_size=32, seed=seed, deterministic=deterministic
     )
-    t = time.process_time()
-    res = train_local(model, ds, cfg, "cpu", on_step=lambda *a: None, progress=lambda *a: None)
-    return res.samples / (time.process_time() - t)
+    t = _clock(device)
+    with full_fp32() if pol else contextlib.nullcontext():
+        res = train_local(model, ds, cfg, device, on_step=lambda *a: None, progress=lambda *a: None)
+    return res.samples / (_clock(device) - t)
 
 
-def bench_training(ds: Dataset, repeats: int) -> None:
+def bench_training(ds: Dataset, repeats: int, device: str) -> None:
     runs: dict[str, list[float]] = {"hand-written loop": [], "train_local (deterministic)": [],
                                     "train_local (non-deterministic)": []}  # fmt: skip
-    _hand_loop(ds.subset(np.arange(256)), 0)  # warm-up
+    _hand_loop(ds.subset(np.arange(256)), 0, device)  # warm-up
     for r in range(repeats):  # interleaved, so drifting machine load hits all alike
-        runs["hand-written loop"].append(_hand_loop(ds, r))
-        runs["train_local (deterministic)"].append(_ours(ds, r, True))
-        runs["train_local (non-deterministic)"].append(_ours(ds, r, False))
+        runs["hand-written loop"].append(_hand_loop(ds, r, device))
+        runs["train_local (deterministic)"].append(_ours(ds, r, True, device))
+        runs["train_local (non-deterministic)"].append(_ours(ds, r, False, device))
+        if device != "cpu":  # PoL records under full_fp32: no TF32, no cuDNN (same on CPU)
+            runs.setdefault("train_local (deterministic, full_fp32 as PoL)", []).append(
+                _ours(ds, r, True, device, pol=True)
+            )
     base = statistics.median(runs["hand-written loop"])
+    where = (
+        f"CPU, {torch.get_num_threads()} thread(s), CPU time"
+        if device == "cpu"
+        else f"{torch.cuda.get_device_name()}, wall time"
+    )
     print(
-        f"\n### Local training, mnist_cnn, {len(ds)} samples, batch 32, SGD momentum, CPU, {torch.get_num_threads()} thread(s), CPU time, median of {repeats}\n"
+        f"\n### Local training, mnist_cnn, {len(ds)} samples, batch 32, SGD momentum, {where}, median of {repeats}\n"
     )
     print("| loop | samples/s | vs hand-written |")
     print("| --- | ---: | ---: |")
@@ -118,11 +140,12 @@ def main() -> None:
     p.add_argument("--agg-sizes", default="47000,1000000")
     p.add_argument("--agg-updates", type=int, default=100)
     p.add_argument("--skip-training", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (training rows only)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, numpy {np.__version__}, {os.cpu_count()} CPUs visible")
     if not args.skip_training:
-        bench_training(_data(args.data_dir), args.repeats)
+        bench_training(_data(args.data_dir), args.repeats, args.device)
     bench_aggregation([int(s) for s in args.agg_sizes.split(",") if s], args.agg_updates)
 
 

@@ -138,6 +138,8 @@ def _follow(net: Any, task_id: int, opts: Any, rows: list[dict[str, Any]], cfg: 
             live.update(_table(rows, f"round {task['round']} of {opts.rounds} "
                                      f"({task['status']}), height {net.height()}"))
             time.sleep(0.5)
+    if not console.is_terminal:  # Live's last frame ends without a newline in a log file
+        console.line()
 
 
 def _finish(net: Any, task_id: int, rows: list[dict[str, Any]], output: Path, cfg: Any,

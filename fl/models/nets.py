@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fl.models.layers import Conv2d
+
 __all__ = ["CifarCNN", "MLP", "MnistCNN"]
 
 
@@ -36,8 +38,8 @@ class MnistCNN(nn.Module):
     ) -> None:
         super().__init__()
         c1, c2 = channels
-        self.conv1 = nn.Conv2d(in_channels, c1, 5)
-        self.conv2 = nn.Conv2d(c1, c2, 5)
+        self.conv1 = Conv2d(in_channels, c1, 5)
+        self.conv2 = Conv2d(c1, c2, 5)
         side = ((image_size - 4) // 2 - 4) // 2
         if side < 1:
             raise ValueError(f"image_size {image_size} is too small for two 5x5 conv blocks")
@@ -59,7 +61,7 @@ class CifarCNN(nn.Module):
         blocks: list[nn.Module] = []
         width = 3
         for c in channels:
-            blocks += [nn.Conv2d(width, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+            blocks += [Conv2d(width, c, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
             width = c
         self.features = nn.Sequential(*blocks)
         side = 32 // (2 ** len(channels))

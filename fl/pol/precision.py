@@ -1,4 +1,4 @@
-"""Full float32 on CUDA while recording or replaying: TF32 rounding would break replay tolerance."""
+"""Full float32 on CUDA while recording or replaying: no TF32, convolutions as exact GEMMs."""
 
 from __future__ import annotations
 
@@ -7,21 +7,38 @@ from contextlib import contextmanager
 
 import torch
 
+from fl.models.layers import gemm_convolutions
+
 __all__ = ["full_fp32"]
 
 
 @contextmanager
 def full_fp32() -> Iterator[None]:
-    """Disable TF32 for cuBLAS and cuDNN in the scope and restore the previous settings.
+    """TF32 off (cuBLAS, cuDNN), convolutions as unfold + GEMM, cuDNN off; restored after.
 
-    cuDNN convolutions default to TF32 on Ampere and later GPUs: 10-bit mantissas whose
-    rounding, amplified over k steps, moved a replayed segment by 2-6 % in the calibration
-    (benchmarks/pol.py), beyond the 1 % tolerance. On CPU these flags change nothing.
+    A replay must land within 1 % of the recorded step also when the validator's device
+    differs from the trainer's, and validators on different devices must reach the same
+    verdict. Measured on H100/H200 (torch 2.11, cuDNN 9; docs/BENCHMARKS.md): a CUDA-trained
+    MNIST CNN replayed on CPU was 12 % off after 32 steps with TF32 on and still 1.3 % off
+    with TF32 off, because cuDNN's fp32 convolution algorithms round differently; the MLP
+    (cuBLAS only) and the CNN with its convolutions as GEMMs were 5e-7 off. cuDNN stays off
+    in the scope so that a layer without a GEMM path falls back to torch's exact (slower)
+    kernels rather than to cuDNN. On CPU nothing changes.
     """
-    prev = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    prev = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cudnn.enabled,
+    )
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.enabled = False
     try:
-        yield
+        with gemm_convolutions():
+            yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
+        (
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.enabled,
+        ) = prev

@@ -124,21 +124,36 @@ def _step(
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
     y: torch.Tensor,
-    idx: npt.NDArray[np.int64],
+    sel: torch.Tensor,
     clip_norm: float | None,
-) -> float:
-    sel = torch.from_numpy(idx).to(x.device)
+) -> torch.Tensor:
     optimizer.zero_grad(set_to_none=True)
     loss = nn.functional.cross_entropy(model(x.index_select(0, sel)), y.index_select(0, sel))
     loss.backward()
     if clip_norm is not None:
         nn.utils.clip_grad_norm_(model.parameters(), clip_norm, foreach=False)
     optimizer.step()
-    return float(loss.detach())
+    # The loss stays on the device: reading it here would wait for the GPU every step.
+    return loss.detach()
 
 
 def _tensors(dataset: Dataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(dataset.x).to(device), torch.from_numpy(dataset.y).to(device)
+
+
+def _on_device(
+    batches: Sequence[npt.NDArray[np.int64]], device: torch.device
+) -> tuple[torch.Tensor, ...]:
+    """All batch indices in one host-to-device copy (one per step would synchronize each step)."""
+    if not batches:
+        return ()
+    flat = torch.from_numpy(np.concatenate([np.asarray(b, dtype=np.int64) for b in batches]))
+    return flat.to(device).split([len(b) for b in batches])
+
+
+def _progress_every(total: int) -> int:
+    """Report about 50 times per run: each report reads the loss, which waits for the GPU."""
+    return max(1, total // 50)
 
 
 def _check_batches(batches: Sequence[npt.NDArray[np.int64]], n: int) -> None:
@@ -163,7 +178,8 @@ def train_local(
     The batch schedule is ``batch_schedule(len(dataset), epochs, batch_size, seed)``
     unless given. ``on_step(step, batch_indices, model, optimizer)`` runs after step
     ``step`` (0-based) has been applied, so after it the model has taken ``step + 1``
-    steps; a PoL recorder checkpoints there. ``progress(done, total, loss)`` follows it.
+    steps; a PoL recorder checkpoints there. ``progress(done, total, loss)`` follows it about
+    50 times per run and after the last step (each call reads the loss from the device).
     """
     dev = select_device(device)
     if schedule is None:
@@ -178,22 +194,23 @@ def train_local(
         if optimizer_state:
             import_optimizer_state(model, optimizer, optimizer_state, config.optimizer)
         x, y = _tensors(dataset, dev)
-        total_loss, samples = 0.0, 0
-        for step, idx in enumerate(schedule):
-            loss = _step(model, optimizer, x, y, idx, config.clip_norm)
+        total_loss, samples = torch.zeros((), device=dev), 0
+        every, total = _progress_every(len(schedule)), len(schedule)
+        for step, (idx, sel) in enumerate(zip(schedule, _on_device(schedule, dev), strict=True)):
+            loss = _step(model, optimizer, x, y, sel, config.clip_norm)
             total_loss += loss * len(idx)
             samples += len(idx)
             if on_step is not None:
                 on_step(step, idx, model, optimizer)
-            if progress is not None:
-                progress(step + 1, len(schedule), loss)
+            if progress is not None and ((step + 1) % every == 0 or step + 1 == total):
+                progress(step + 1, total, float(loss))
         opt_state = export_optimizer_state(model, optimizer)
     return TrainResult(
         state=state_dict_of(model),
         optimizer_state=opt_state,
         steps=len(schedule),
         samples=samples,
-        mean_loss=total_loss / samples if samples else 0.0,
+        mean_loss=float(total_loss) / samples if samples else 0.0,
         seconds=time.perf_counter() - started,
         device=str(dev),
         schedule=list(schedule),
@@ -223,9 +240,9 @@ def run_steps(
         if optimizer_state:
             import_optimizer_state(model, optimizer, optimizer_state, hparams.optimizer)
         x, y = _tensors(dataset, dev)
-        total_loss, samples = 0.0, 0
-        for idx in batches:
-            total_loss += _step(model, optimizer, x, y, idx, hparams.clip_norm) * len(idx)
+        total_loss, samples = torch.zeros((), device=dev), 0
+        for idx, sel in zip(batches, _on_device(batches, dev), strict=True):
+            total_loss += _step(model, optimizer, x, y, sel, hparams.clip_norm) * len(idx)
             samples += len(idx)
         opt_state = export_optimizer_state(model, optimizer)
     return StepsResult(
@@ -233,5 +250,5 @@ def run_steps(
         optimizer_state=opt_state,
         steps=len(batches),
         samples=samples,
-        mean_loss=total_loss / samples if samples else 0.0,
+        mean_loss=float(total_loss) / samples if samples else 0.0,
     )

@@ -128,3 +128,64 @@ def test_flat_order_is_sorted_names_row_major() -> None:
     assert all(torch.equal(back[k], state[k]) for k in state)
     with pytest.raises(ModelFormatError, match="does not fit"):
         unflatten(np.zeros(5, np.float32), state)
+
+
+# ------------------------------------------------------------------ GEMM convolution (PoL on CUDA)
+
+
+@pytest.mark.parametrize(
+    ("shape", "out_c", "k", "stride", "padding", "dilation"),
+    [
+        ((4, 1, 28, 28), 10, 5, (1, 1), (0, 0), (1, 1)),  # mnist_cnn conv1
+        ((3, 3, 32, 32), 8, 3, (1, 1), (1, 1), (1, 1)),  # cifar_cnn block
+        ((2, 2, 11, 9), 3, 3, (2, 1), (1, 2), (1, 2)),  # odd sizes, stride, dilation
+    ],
+)
+def test_gemm_conv2d_matches_conv2d_forward_and_backward(
+    shape: tuple[int, int, int, int],
+    out_c: int,
+    k: int,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> None:
+    from torch.nn import functional as F
+
+    from fl.models.layers import gemm_conv2d
+
+    # Prepare: the same input and weights on both paths, in float64 so rounding is not the question
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    w = torch.randn(out_c, shape[1], k, k, generator=g, dtype=torch.float64)
+    b = torch.randn(out_c, generator=g, dtype=torch.float64)
+    ins = [t.clone().requires_grad_() for t in (x, w, b)]
+    ref_ins = [t.clone().requires_grad_() for t in (x, w, b)]
+    # Execute
+    out = gemm_conv2d(*ins, stride, padding, dilation)
+    ref = F.conv2d(*ref_ins, stride=stride, padding=padding, dilation=dilation)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    # Assert: same shape, values and gradients for input, weight and bias
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref)
+    for a, r in zip(ins, ref_ins, strict=True):
+        torch.testing.assert_close(a.grad, r.grad)
+
+
+def test_registry_conv_layers_keep_the_conv2d_state_dict_and_cpu_path() -> None:
+    from torch import nn
+
+    from fl.models.layers import Conv2d, gemm_convolutions
+
+    model = build_model("mnist_cnn", seed=0)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 2 and all(isinstance(m, Conv2d) for m in convs)
+    assert list(model.state_dict()) == [
+        "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias",
+        "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
+    ]  # fmt: skip
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    # on CPU the switch changes nothing: oneDNN's convolution is already exact fp32
+    with gemm_convolutions():
+        inside = model(x)
+    assert torch.equal(inside, model(x))

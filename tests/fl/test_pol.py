@@ -449,15 +449,16 @@ def test_honest_transcripts_many_seeds(seed: int) -> None:
     _honest_round(seed)
 
 
-def test_full_fp32_disables_tf32_and_restores() -> None:
+def test_full_fp32_disables_tf32_and_cudnn_and_restores() -> None:
     from fl.pol.precision import full_fp32
 
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cudnn.allow_tf32 = True
+    b = torch.backends
+    before = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.enabled)
+    b.cudnn.allow_tf32 = b.cudnn.enabled = True
     try:
         with full_fp32():
-            assert not torch.backends.cudnn.allow_tf32
-            assert not torch.backends.cuda.matmul.allow_tf32
-        assert torch.backends.cudnn.allow_tf32
+            assert not b.cudnn.allow_tf32 and not b.cuda.matmul.allow_tf32
+            assert not b.cudnn.enabled
+        assert b.cudnn.allow_tf32 and b.cudnn.enabled
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.enabled = before
