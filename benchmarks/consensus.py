@@ -14,6 +14,7 @@ For 4 and 7 validators (each a `fedledger node run` process, timeout_commit 0):
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import signal
 import subprocess
@@ -37,8 +38,11 @@ FEDLEDGER = [str(Path(sys.executable).parent / "fedledger")]
 
 
 def rpc(addr: str, method: str, params: dict[str, Any] | None = None) -> Any:
-    r = httpx.post(f"http://{addr}/", json={"jsonrpc": "2.0", "id": 1, "method": method,
-                                           "params": params or {}}, timeout=10)
+    r = httpx.post(
+        f"http://{addr}/",
+        json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params or {}},
+        timeout=10,
+    )
     doc = r.json()
     if "error" in doc:
         raise RuntimeError(doc["error"])
@@ -53,14 +57,14 @@ def height(addr: str) -> int:
 
 
 class Net:
-    def __init__(self, root: Path, n: int, base_port: int) -> None:
+    def __init__(self, root: Path, n: int, base_port: int, log_level: str = "warning") -> None:
         self.nodes = make_testnet(root, n, base_port=base_port, chain_id="bench")
         for node in self.nodes:
             cfg = node.home.load_config()
             c = cfg.consensus
             c.timeout_commit_ms = 0
             c.timeout_propose_ms, c.timeout_prevote_ms, c.timeout_precommit_ms = 3000, 1000, 1000
-            cfg.log_level = "warning"
+            cfg.log_level = log_level
             cfg.mempool.gossip_batch_interval_ms = 20
             save_config(cfg, node.home.config_file)
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -68,9 +72,14 @@ class Net:
     def start(self) -> None:
         for n in self.nodes:
             log = open(n.home.root / "node.log", "wb")  # noqa: SIM115 - closed at exit
-            self.procs.append(subprocess.Popen(
-                [*FEDLEDGER, "node", "run", "--home", str(n.home.root)], stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(
+                    [*FEDLEDGER, "node", "run", "--home", str(n.home.root)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
 
     def stop(self) -> None:
         for p in self.procs:
@@ -81,11 +90,44 @@ class Net:
             except subprocess.TimeoutExpired:
                 p.kill()
 
+    @staticmethod
+    def _consensus_dump(n: Any) -> dict[str, Any]:
+        token = (n.home.root / "config" / "operator_token").read_text().strip()
+        r = httpx.post(
+            f"http://{n.rpc_addr}/",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"jsonrpc": "2.0", "id": 1, "method": "dump_consensus_state", "params": {}},
+            timeout=10,
+        )
+        return r.json()  # type: ignore[no-any-return]
+
+    def fetched(self) -> int:
+        """Messages the nodes took from round fetches (stalled rounds rescued off gossip)."""
+        total = 0
+        for n in self.nodes:
+            try:
+                total += int(
+                    self._consensus_dump(n)["result"]["round_state"]["stats"].get("fetched", 0)
+                )
+            except (httpx.HTTPError, KeyError):
+                pass
+        return total
+
+    def dump(self) -> None:
+        """Each node's full consensus state into its home, for a stall's post-mortem."""
+        for n in self.nodes:
+            try:
+                state = self._consensus_dump(n)
+                (n.home.root / "consensus_state.json").write_text(json.dumps(state, indent=1))
+            except httpx.HTTPError as e:
+                print(f"{n.name}: no consensus state ({e})", file=sys.stderr)
+
     def wait_height(self, h: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
-        while min(height(n.rpc_addr) for n in self.nodes) < h:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"testnet did not reach height {h}")
+        while min(hs := [height(n.rpc_addr) for n in self.nodes]) < h:
+            if time.monotonic() > deadline:  # -1: the node's RPC did not answer within 10 s
+                self.dump()
+                raise TimeoutError(f"testnet did not reach height {h}: node heights {hs}")
             time.sleep(0.2)
 
 
@@ -126,9 +168,15 @@ def load(net: Net, seconds: float, clients: int) -> tuple[int, int]:
                 tx = sign_tx(key, chain_id, Transfer(to, 1), nonce)
                 import base64
 
-                r = c.post(f"http://{node.rpc_addr}/", json={
-                    "jsonrpc": "2.0", "id": 1, "method": "broadcast_tx_sync",
-                    "params": {"tx": base64.b64encode(tx.encoded).decode()}}).json()
+                r = c.post(
+                    f"http://{node.rpc_addr}/",
+                    json={
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "broadcast_tx_sync",
+                        "params": {"tx": base64.b64encode(tx.encoded).decode()},
+                    },
+                ).json()
                 with lock:
                     sent += 1
                     if r.get("result", {}).get("code") == 0:
@@ -145,9 +193,10 @@ def load(net: Net, seconds: float, clients: int) -> tuple[int, int]:
     return sent, ok
 
 
-def run(n: int, seconds: float) -> dict[str, Any]:
+def run(n: int, seconds: float, log_level: str = "warning") -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"fedledger-bench-{n}-"))
-    net = Net(root, n, free_port_block(2 * n))
+    net = Net(root, n, free_port_block(2 * n), log_level)
+    ok_run = False
     try:
         net.start()
         net.wait_height(3)
@@ -162,12 +211,25 @@ def run(n: int, seconds: float) -> dict[str, Any]:
         h3 = height(addr)
         loaded, txs = block_stats(addr, h2, h3)
         dur = sum(loaded) or 1.0
-        return {"validators": n, "empty_p50": pct(empty, 0.5), "empty_p99": pct(empty, 0.99),
-                "empty_blocks": len(empty), "load_p50": pct(loaded, 0.5),
-                "load_p99": pct(loaded, 0.99), "tx_per_s": txs / dur, "sent": sent, "ok": ok}
+        ok_run = True
+        return {
+            "validators": n,
+            "empty_p50": pct(empty, 0.5),
+            "empty_p99": pct(empty, 0.99),
+            "empty_blocks": len(empty),
+            "load_p50": pct(loaded, 0.5),
+            "load_p99": pct(loaded, 0.99),
+            "tx_per_s": txs / dur,
+            "sent": sent,
+            "ok": ok,
+            "fetched": net.fetched(),
+        }
     finally:
         net.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if ok_run:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"node homes and logs kept in {root}", file=sys.stderr)
 
 
 def gossip_floor() -> float:
@@ -184,20 +246,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--validators", type=int, nargs="*", default=[4, 7])
     ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument(
+        "--log-level", default="warning", help="the nodes' log level (node.log in each home)"
+    )
     args = ap.parse_args()
     from node.logs import setup_logging
 
     setup_logging("warning", "console")
     floor = gossip_floor()
     print(f"floor (3 x one-way gossip p50, same run): {floor * 1000:.1f} ms")
-    print("| validators | empty p50 ms | empty p99 ms | loaded p50 ms | loaded p99 ms "
-          "| tx/s committed | floor ms |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| validators | empty p50 ms | empty p99 ms | loaded p50 ms | loaded p99 ms "
+        "| tx/s committed | floor ms | msgs fetched off gossip |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for n in args.validators:
-        r = run(n, args.seconds)
-        print(f"| {n} | {r['empty_p50'] * 1000:.0f} | {r['empty_p99'] * 1000:.0f} | "
-              f"{r['load_p50'] * 1000:.0f} | {r['load_p99'] * 1000:.0f} | "
-              f"{r['tx_per_s']:.0f} | {floor * 1000:.0f} |", flush=True)
+        r = run(n, args.seconds, args.log_level)
+        print(
+            f"| {n} | {r['empty_p50'] * 1000:.0f} | {r['empty_p99'] * 1000:.0f} | "
+            f"{r['load_p50'] * 1000:.0f} | {r['load_p99'] * 1000:.0f} | "
+            f"{r['tx_per_s']:.0f} | {floor * 1000:.0f} | {r['fetched']} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

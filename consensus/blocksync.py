@@ -1,8 +1,10 @@
 """Block sync: a node that is behind fetches committed blocks with their commits from peers.
 
 Protocol ``/fedledger/blocksync/1.0.0`` over a libp2p stream: length-prefixed canonical
-msgpack frames; the client sends ``StatusRequest`` or ``BlockRequest(h)``, the server
-answers ``Status(base, height)``, ``BlockResponse(block, commit)`` or ``NoBlock(h)``.
+msgpack frames; the client sends ``StatusRequest``, ``BlockRequest(h)`` or
+``RoundMessagesRequest(h, r)``, the server answers ``Status(base, height)``,
+``BlockResponse(block, commit)``, ``NoBlock(h)`` or ``RoundMessages(h, payloads)`` (the
+consensus messages it holds for a peer whose round stalled; see consensus/driver.py).
 The commit served for the latest height is the server's seen commit; for older heights
 the canonical one (the next block's last commit).
 
@@ -75,6 +77,24 @@ class NoBlock(SyncMessage):
     height: int
 
 
+@record(265)
+@dataclass(frozen=True)
+class RoundMessagesRequest(SyncMessage):
+    """A stalled node asks for the consensus messages of its height and round."""
+
+    height: int
+    round: int
+
+
+@record(266)
+@dataclass(frozen=True)
+class RoundMessages(SyncMessage):
+    """Consensus gossip payloads (votes, proposals) the server holds; verified as gossip."""
+
+    height: int
+    messages: tuple[bytes, ...]
+
+
 class SyncError(Exception):
     pass
 
@@ -125,9 +145,15 @@ class Network(Protocol):
 
 
 class BlockSyncServer:
-    def __init__(self, store: ChainStore, height: Callable[[], int]):
+    def __init__(
+        self,
+        store: ChainStore,
+        height: Callable[[], int],
+        round_messages: Callable[[int, int], list[bytes]] | None = None,
+    ):
         self.store = store
         self.height = height
+        self.round_messages = round_messages
 
     async def handle(self, stream: Any) -> None:
         try:
@@ -160,6 +186,9 @@ class BlockSyncServer:
             if block is None or commit is None:
                 return NoBlock(h)
             return BlockResponse(block, commit)
+        if isinstance(req, RoundMessagesRequest):
+            held = self.round_messages(req.height, req.round) if self.round_messages else []
+            return RoundMessages(req.height, tuple(held))
         raise SyncError(f"unexpected request {type(req).__name__}")
 
 
@@ -252,6 +281,38 @@ class BlockSyncer:
             for p in peers[:16]:
                 n.start_soon(ask, p)
         self.peer_heights = heights
+
+    async def fetch_round_messages(
+        self,
+        height: int,
+        round_: int,
+        take: Callable[[str, bytes], Awaitable[bool]],
+        timeout_s: float = 5.0,
+        max_peers: int = 16,
+    ) -> int:
+        """Ask connected peers at once for their messages of (height, round); hand each
+        payload to ``take(peer, payload)``, which returns False to stop reading that peer's
+        answer (a bad message). Returns how many payloads were taken."""
+        taken = 0
+
+        async def ask(peer: str) -> None:
+            nonlocal taken
+            with trio.move_on_after(timeout_s):
+                try:
+                    res = await self._request(peer, RoundMessagesRequest(height, round_))
+                except Exception:  # unreachable or slow peer: gossip may still deliver
+                    return
+                if not isinstance(res, RoundMessages) or res.height != height:
+                    return
+                for payload in res.messages:
+                    taken += 1
+                    if not await take(peer, payload):
+                        return
+
+        async with trio.open_nursery() as n:
+            for p in self.network.connected_peers()[:max_peers]:
+                n.start_soon(ask, p)
+        return taken
 
     async def _request(self, peer: str, req: SyncMessage) -> SyncMessage | None:
         stream = await self.network.new_stream(peer, PROTOCOL)

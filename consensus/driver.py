@@ -11,7 +11,11 @@ the core sees one totally ordered stream of events (the order the WAL records):
 
 Gossip is lossy (LIBP2P_NOTES.md), so the driver re-sends the current height's own
 messages on an interval, asks peers for what it misses (``CatchupRequest``) when it makes
-no progress, and answers such requests with everything it holds for that round.
+no progress, and answers such requests with its own messages of that round. A stalled
+driver also fetches the round's messages from peers directly over a stream
+(``fetch_round``, filled by the node with block sync's ``RoundMessagesRequest``): gossip
+shares one stream per peer with the tx flood, and behind a backlog of tx gossip re-sent
+votes did not arrive for minutes (7 validators under load, docs/BENCHMARKS.md).
 Messages of the next height are verified against the next validator set and buffered.
 """
 
@@ -215,6 +219,9 @@ class ConsensusDriver:
         self.prepare_pol: Callable[[ChainState], Awaitable[PolSection | None]] | None = None
         self.on_commit: Callable[[Block], Awaitable[None]] | None = None
         self.behind: Callable[[int], None] = lambda height: None
+        # fetch (height, round)'s messages from peers over streams; None: gossip only
+        self.fetch_round: Callable[[int, int], Awaitable[None]] | None = None
+        self._fetching = False
         self.stats = {"rounds": 0, "commits": 0, "synced": 0, "double_sign_refusals": 0,
                       "fed": 0, "buffered": 0, "stale": 0, "catchup_answered": 0}
 
@@ -741,7 +748,58 @@ class ConsensusDriver:
                 if _round_of(msg) >= lo:
                     await self._send_message(msg)
             await self._send_message(CatchupRequest(self.height, self.core.round))
+            if self.fetch_round is not None and not self._fetching:
+                self._spawn(self._fetch_round, self.height, self.core.round)
             wait = min(8.0, stalled + wait)  # next re-send after twice the silence so far
+
+    async def _fetch_round(self, height: int, round_: int) -> None:
+        assert self.fetch_round is not None
+        self._fetching = True
+        try:
+            await self.fetch_round(height, round_)
+        except Exception as e:  # peers' answers are best effort, like gossip
+            self.log.debug("round fetch failed", height=height, round=round_, error=repr(e))
+        finally:
+            self._fetching = False
+
+    def held_messages(self, height: int, round_: int, max_bytes: int = 4 << 20) -> list[bytes]:
+        """This height's messages for a stalled peer at ``round_``, as gossip payloads.
+
+        Every vote held of rounds >= ``round_ - 1`` (the same window the re-send covers)
+        and the proposals of rounds ``round_`` up to this node's round, votes first (they
+        are small and what a stalled round lacks), within ``max_bytes``.
+        """
+        if height != self.height or self.decided:
+            return []
+        msgs: list[ConsensusMessage] = [
+            VoteMessage(v)
+            for (r, _t), by_addr in sorted(self.votes.items()) if r >= round_ - 1
+            for vs in by_addr.values() for v in vs
+        ]
+        msgs += [m for r, m in sorted(self.proposal_msgs.items())
+                 if round_ <= r <= max(round_, self.core.round)]
+        out, size = [], 0
+        for m in msgs:
+            data = encode_message(m)
+            if size + len(data) > max_bytes:
+                break
+            out.append(data)
+            size += len(data)
+        return out
+
+    def is_new(self, c: Checked) -> bool:
+        """Whether a verified message adds to what this height holds (fetched copies of
+        known votes would only grow the WAL)."""
+        msg = c.message
+        if c.height != self.height or self.decided:
+            return c.height > self.height
+        if isinstance(msg, VoteMessage):
+            v = msg.vote
+            held = self.votes.get((v.round, v.type), {}).get(v.validator_address, [])
+            return all(h.block_id != v.block_id for h in held)
+        if isinstance(msg, ProposalMessage):
+            return msg.proposal.round not in self.proposal_msgs
+        return False
 
     async def _answer_catchup(self, req: CatchupRequest) -> None:
         if req.height != self.height:

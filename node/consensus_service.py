@@ -16,6 +16,9 @@ from node.logs import get_logger
 from node.p2p import Validation
 from node.rpc.jsonrpc import Registry
 
+# a peer that answers a round request with a forged or malformed message
+PENALTY_BAD_ROUND_MESSAGE = 50
+
 if TYPE_CHECKING:
     from node.daemon import Node
 
@@ -47,11 +50,13 @@ class ConsensusService:
             self.log.warning("TEST-ONLY BYZANTINE MODE ENABLED", mode=cfg.byzantine_mode)
         self.driver = ConsensusDriver(node.chain, self.privval, dcfg, node.home.wal_file,
                                       node.p2p.publish, self.log)
-        self.server = BlockSyncServer(node.chain.store, lambda: node.chain.height)
+        self.server = BlockSyncServer(node.chain.store, lambda: node.chain.height,
+                                      self.driver.held_messages)
         self.syncer = BlockSyncer(node.p2p, lambda: node.chain.height, self.driver.apply_synced,
                                   get_logger("fedledger.blocksync", moniker=node.cfg.moniker),
                                   stall_s=max(4.0, 3 * cfg.timeout_commit_ms / 1000))
         self.driver.behind = self.syncer.poke
+        self.driver.fetch_round = self.fetch_round
         node.p2p.add_stream_protocol(BLOCKSYNC_PROTOCOL, self.server.handle, max_per_peer=8)
         node.set_topic("consensus", self.validate_consensus, self.on_consensus)
         node.set_topic("evidence", self.validate_evidence, self.on_evidence)
@@ -70,6 +75,22 @@ class ConsensusService:
 
     async def on_consensus(self, origin: str, checked: Checked) -> None:
         await self.driver.deliver(checked)
+
+    async def fetch_round(self, height: int, round_: int) -> None:
+        """A stalled round's messages straight from peers over block sync streams."""
+
+        async def take(peer: str, payload: bytes) -> bool:
+            c = self.driver.check(payload)
+            if c.verdict == Verdict.REJECT:
+                self.node.p2p.penalize(peer, PENALTY_BAD_ROUND_MESSAGE,
+                                       f"round messages: {c.reason}")
+                return False
+            if c.verdict == Verdict.ACCEPT and self.driver.is_new(c):
+                self.driver.stats["fetched"] = self.driver.stats.get("fetched", 0) + 1
+                await self.driver.deliver(c)
+            return True
+
+        await self.syncer.fetch_round_messages(height, round_, take)
 
     def validate_evidence(self, origin: str, data: bytes) -> Validation:
         try:

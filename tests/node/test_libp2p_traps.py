@@ -213,3 +213,26 @@ async def test_trap11_malformed_pubsub_rpc_costs_the_sender_not_the_node(
                 await wait_mesh(c, a, "t")
                 await c.publish("t", b"still alive")
                 await inbox.wait_for(lambda it: any(v == b"still alive" for _, v in it), 20)
+
+
+def test_consensus_gossip_overtakes_queued_tx_gossip() -> None:
+    """A peer's outbound queue sends consensus and evidence RPCs before queued bulk gossip."""
+    import libp2p.pubsub.pubsub as ps
+    from libp2p.pubsub.pb import rpc_pb2
+
+    def rpc(topic: str, data: bytes) -> rpc_pb2.RPC:
+        return rpc_pb2.RPC(publish=[rpc_pb2.Message(data=data, topicIDs=[f"/fedledger/c/{topic}"])])
+
+    async def main() -> list[bytes]:
+        q = ps.RpcQueue()  # the enlarged queue the node installs (trap 3)
+        for i in range(5):
+            assert q.push(rpc("txs", b"tx%d" % i))
+        q.push(rpc("consensus", b"vote"))
+        q.push(rpc("blocks", b"block"))
+        q.push(rpc("evidence", b"evidence"))
+        return [(await q.pop()).publish[0].data for _ in range(8)]
+
+    enlarge_pubsub_queues(4096)
+    order = trio.run(main)
+    assert order[:2] == [b"vote", b"evidence"]
+    assert order[2:] == [b"tx0", b"tx1", b"tx2", b"tx3", b"tx4", b"block"]

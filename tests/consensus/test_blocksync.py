@@ -1,0 +1,115 @@
+"""Block sync's round-messages request: a stalled node gets a round's messages over a stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio.testing
+
+from consensus.blocksync import (
+    BlockSyncer,
+    BlockSyncServer,
+    RoundMessages,
+    RoundMessagesRequest,
+)
+
+
+class _Stream:
+    """The libp2p stream surface block sync uses, over one side of a trio memory pair."""
+
+    def __init__(self, s: trio.testing.MemorySendStream | Any) -> None:
+        self.s = s
+
+    async def write(self, data: bytes) -> None:
+        await self.s.send_all(data)
+
+    async def read(self, n: int) -> bytes:
+        return bytes(await self.s.receive_some(n))
+
+    async def close(self) -> None:
+        await self.s.aclose()
+
+    async def reset(self) -> None:
+        await self.s.aclose()
+
+
+class _Net:
+    """Peers that each run a BlockSyncServer; streams are in-memory pairs."""
+
+    def __init__(self, nursery: trio.Nursery, servers: dict[str, BlockSyncServer]) -> None:
+        self.nursery, self.servers = nursery, servers
+        self.penalties: list[str] = []
+
+    def connected_peers(self) -> list[str]:
+        return sorted(self.servers)
+
+    async def new_stream(self, peer_id: str, protocol: str) -> Any:
+        client, server = trio.testing.memory_stream_pair()
+        self.nursery.start_soon(self.servers[peer_id].handle, _Stream(server))
+        return _Stream(client)
+
+    def penalize(self, peer: str, points: int, reason: str) -> None:
+        self.penalties.append(peer)
+
+
+def _server(held: dict[tuple[int, int], list[bytes]] | None) -> BlockSyncServer:
+    cb = (lambda h, r: held.get((h, r), [])) if held is not None else None
+    return BlockSyncServer(None, lambda: 5, cb)  # type: ignore[arg-type]
+
+
+def test_server_answers_with_what_the_driver_holds() -> None:
+    server = _server({(6, 2): [b"vote-a", b"vote-b"]})
+    assert server.answer(RoundMessagesRequest(6, 2)) == RoundMessages(6, (b"vote-a", b"vote-b"))
+    assert server.answer(RoundMessagesRequest(6, 3)) == RoundMessages(6, ())
+    # a node without a driver (or an older one) answers with nothing, never an error
+    assert _server(None).answer(RoundMessagesRequest(6, 2)) == RoundMessages(6, ())
+
+
+async def test_fetch_asks_every_peer_and_stops_reading_a_liar(nursery: trio.Nursery) -> None:
+    # Prepare: two honest peers and one whose first payload the taker rejects
+    net = _Net(
+        nursery,
+        {
+            "p1": _server({(6, 1): [b"v1", b"v2"]}),
+            "p2": _server({(6, 1): [b"v2", b"v3"]}),
+            "liar": _server({(6, 1): [b"forged", b"v4"]}),
+        },
+    )
+    syncer = BlockSyncer(net, lambda: 5, None, None)  # type: ignore[arg-type]
+    seen: list[tuple[str, bytes]] = []
+
+    async def take(peer: str, payload: bytes) -> bool:
+        seen.append((peer, payload))
+        return payload != b"forged"
+
+    # Execute
+    with trio.fail_after(5):
+        n = await syncer.fetch_round_messages(6, 1, take)
+    # Assert: everything the honest peers hold, nothing after the liar's bad message
+    assert sorted(seen) == [
+        ("liar", b"forged"),
+        ("p1", b"v1"),
+        ("p1", b"v2"),
+        ("p2", b"v2"),
+        ("p2", b"v3"),
+    ]
+    assert n == 5
+
+
+async def test_fetch_gives_up_on_a_silent_peer(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    class Silent(BlockSyncServer):
+        async def handle(self, stream: Any) -> None:
+            await trio.sleep_forever()
+
+    net = _Net(nursery, {"quiet": Silent(None, lambda: 5), "p1": _server({(2, 0): [b"v"]})})  # type: ignore[arg-type]
+    syncer = BlockSyncer(net, lambda: 1, None, None)  # type: ignore[arg-type]
+    got: list[bytes] = []
+
+    async def take(peer: str, payload: bytes) -> bool:
+        got.append(payload)
+        return True
+
+    with trio.fail_after(30):  # virtual time: the autojump clock skips the 5 s wait
+        await syncer.fetch_round_messages(2, 0, take, timeout_s=5)
+    assert got == [b"v"]
