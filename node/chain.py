@@ -17,6 +17,7 @@ from ledger.app import Application, make_application
 from ledger.block import Block
 from ledger.chainstate import ChainState
 from ledger.codec import CodecError
+from ledger.fl.codes import result_code_name
 from ledger.genesis import Genesis, format_time, genesis_state
 from ledger.mempool import CheckTxResult, Mempool
 from ledger.mempool import MempoolConfig as LedgerMempoolConfig
@@ -105,7 +106,9 @@ class ChainService:
             self._outbox.append(raw)
             self._outbox_ready.set()
         else:
-            self.metrics.mempool_rejected.labels(reason=Code(res.code).name).inc()
+            # any code: a contract's (e.g. FL DUPLICATE_SUBMISSION) too; an unknown one crashed
+            # the trainer service that submitted the tx
+            self.metrics.mempool_rejected.labels(reason=result_code_name(res.code)).inc()
         self.metrics.mempool_size.set(len(self.mempool))
         return res
 
@@ -126,7 +129,7 @@ class ChainService:
             if res.ok:
                 fresh += 1
             elif res.code in _PENALISED:
-                bad.append(f"{Code(res.code).name}: {res.log}"[:120])
+                bad.append(f"{result_code_name(res.code)}: {res.log}"[:120])
         self.metrics.mempool_size.set(len(self.mempool))
         if bad:
             return Validation.reject(f"{len(bad)} bad tx(s) in batch, first: {bad[0]}")

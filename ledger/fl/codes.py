@@ -31,3 +31,15 @@ class FlCode(IntEnum):
     PENDING_SUBMISSION = 120  # Leave while the trainer's update of the open round is unjudged
     NOTHING_TO_WITHDRAW = 121  # Leave without a bond
     TRANSCRIPT_REQUIRED = 122  # SubmitUpdate without a PoL transcript on a PoL task
+
+
+def result_code_name(code: int) -> str:
+    """The name of any CheckTx/DeliverTx code: the core's (0-99) or this contract's (100-199)."""
+    from ledger.results import Code
+
+    for enum in (Code, FlCode):
+        try:
+            return enum(code).name
+        except ValueError:
+            continue
+    return f"CODE_{code}"

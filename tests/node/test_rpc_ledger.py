@@ -129,6 +129,21 @@ async def test_broadcast_tx_sync_reports_checktx(chain: Chain) -> None:
     assert n == {"n_txs": "1", "total": "1", "total_bytes": str(len(tx.encoded)), "txs": None}
 
 
+async def test_a_contract_code_rejection_is_reported_not_raised(chain: Chain) -> None:
+    """CheckTx codes of the FL contract (100-199) are not in the core's Code enum; naming one
+    for the rejection metric crashed the caller (the trainer service, on a re-sent update)."""
+    from ledger.fl.codes import FlCode, result_code_name
+    from ledger.fl.txs import Join
+
+    tx = chain.wallet(2).sign(Join(task_id=99, bond=10, x25519_pubkey=b""))
+    res = await chain.node.chain.submit_tx(tx.encoded)
+    assert res.code == FlCode.TASK_NOT_FOUND
+    rpc = await chain.call("broadcast_tx_sync", {"tx": b64(tx.encoded)})
+    assert rpc["code"] == FlCode.TASK_NOT_FOUND
+    assert [result_code_name(c) for c in (0, 51, 109, 250)] == [
+        "OK", "DUPLICATE_TX", "DUPLICATE_SUBMISSION", "CODE_250"]  # fmt: skip
+
+
 async def test_broadcast_tx_async_returns_at_once_and_checks_in_order(chain: Chain) -> None:
     alice, bob = chain.wallet(0), chain.wallet(1)
     garbage = b"\x01\x02\x03"
