@@ -61,7 +61,7 @@ class ConsensusService:
         node.set_topic("consensus", self.validate_consensus, self.on_consensus)
         node.set_topic("evidence", self.validate_evidence, self.on_evidence)
         node.add_service("consensus", self.driver.run)
-        node.add_service("blocksync", self.syncer.run)
+        node.add_service("blocksync", self.syncer.run, restart=True)
 
     # ------------------------------------------------------------ gossip
 

@@ -100,7 +100,7 @@ class Node:
         self.started_at = time.time()
         self.ready = trio.Event()
         # background tasks of services, started once the p2p host runs
-        self._services: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        self._services: list[tuple[str, Callable[[], Awaitable[None]], bool]] = []
         self._closers: list[Callable[[], None]] = []
         self.nursery: trio.Nursery | None = None
         self._topic_handlers: dict[str, tuple[Any, Any]] = {
@@ -129,9 +129,11 @@ class Node:
         """Install the gossip validator and handler of a topic (before the node runs)."""
         self._topic_handlers[name] = (validator, handler)
 
-    def add_service(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
-        """Run ``fn()`` in the node's nursery once the p2p host is up (until shutdown)."""
-        self._services.append((name, fn))
+    def add_service(self, name: str, fn: Callable[[], Awaitable[None]],
+                    restart: bool = False) -> None:
+        """Run ``fn()`` in the node's nursery once the p2p host is up (until shutdown);
+        ``restart``: run it again after a crash, with a growing pause (1 s to 60 s)."""
+        self._services.append((name, fn, restart))
 
     def add_closer(self, fn: Callable[[], None]) -> None:
         """Call ``fn()`` at shutdown after every task has stopped (stores close last)."""
@@ -182,8 +184,8 @@ class Node:
             self.nursery = nursery
             await nursery.start(self.p2p.run)
             nursery.start_soon(self.chain.gossip_loop)
-            for name, fn in self._services:
-                nursery.start_soon(self._guard, name, fn)
+            for name, fn, restart in self._services:
+                nursery.start_soon(self._guard, name, fn, restart)
             bound = await nursery.start(serve_rpc, app, self.cfg.rpc.laddr)
             if bound:
                 self.rpc_laddr = str(bound[0]).removeprefix("http://")
@@ -193,12 +195,24 @@ class Node:
             task_status.started()
             await trio.sleep_forever()
 
-    async def _guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
-        """A crashing service is logged; the node keeps serving everything else."""
-        try:
-            await fn()
-        except Exception as e:
-            self.log.error("service crashed", service=name, error=repr(e), exc_info=e)
+    async def _guard(self, name: str, fn: Callable[[], Awaitable[None]],
+                     restart: bool = False) -> None:
+        """A crashing service is logged, and restarted if it may be; the node keeps serving
+        everything else. (A trainer that crashed on one bad answer used to sit out the rest
+        of the task while its node looked healthy.)"""
+        crashes = 0
+        while True:
+            try:
+                await fn()
+                return
+            except Exception as e:
+                crashes += 1
+                pause = min(60.0, 2.0 ** (crashes - 1))
+                self.log.error("service crashed", service=name, error=repr(e), crashes=crashes,
+                               restart_in_s=pause if restart else None, exc_info=e)
+                if not restart:
+                    return
+            await trio.sleep(pause)
 
     def _metrics_exposition(self) -> bytes:
         self.metrics.peers.set(len(self.p2p.connected_peers()))

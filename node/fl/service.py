@@ -42,7 +42,7 @@ class FLServices:
         driver = node.consensus.driver
         driver.prepare_pol = self.prepare
         driver.process_proposal = self.process
-        node.add_service("verifier", self.verifier.run)
+        node.add_service("verifier", self.verifier.run, restart=True)
         if node.cfg.trainer.enabled:
             from node.fl.trainer import TrainerService
 
@@ -51,13 +51,13 @@ class FLServices:
 
                 torch.set_num_threads(node.cfg.trainer.threads)
             self.trainer = TrainerService(node)
-            node.add_service("trainer", self.trainer.run)
+            node.add_service("trainer", self.trainer.run, restart=True)
         self.keyholder: Any = None
         if node.cfg.keyholder.enabled:
             from node.fl.keyholder import KeyHolderService
 
             self.keyholder = KeyHolderService(node)
-            node.add_service("keyholder", self.keyholder.run)
+            node.add_service("keyholder", self.keyholder.run, restart=True)
         from node.fl.keyholder import register_keyholder_rpc
 
         register_keyholder_rpc(node.rpc, node)

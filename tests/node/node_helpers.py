@@ -39,8 +39,9 @@ def make_home(root: Path, moniker: str = "n0") -> Home:
 
 @asynccontextmanager
 async def running_inprocess_node(nursery: trio.Nursery, home: Home,
-                                 cfg: NodeConfig | None = None) -> AsyncIterator[Node]:
-    node = Node(home, cfg or home.load_config())
+                                 cfg: NodeConfig | None = None,
+                                 node: Node | None = None) -> AsyncIterator[Node]:
+    node = node or Node(home, cfg or home.load_config())
     cancel = trio.CancelScope()
 
     async def run(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
