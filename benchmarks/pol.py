@@ -21,7 +21,6 @@ a shared machine wall-clock time mostly measures the neighbours.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import math
@@ -29,7 +28,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +56,7 @@ from fl.pol.distance import (
     compare,  # noqa: E402
 )
 from fl.pol.forgeries import FORGERIES, HonestRun, honest_run  # noqa: E402
-from fl.pol.precision import full_fp32  # noqa: E402
+from fl.pol.precision import cuda_math, full_fp32  # noqa: E402
 from fl.train import (  # noqa: E402
     TrainConfig,
     batch_schedule,
@@ -278,26 +277,6 @@ def calibrate_honest(model_id: str, ds: Dataset, cfg: TrainConfig, k: int, conv:
         print(f"| {label} | {max(v[0] for v in vals):.2e} | {max(v[1] for v in vals):.2e} |")
 
 
-@contextlib.contextmanager
-def _cuda_math(tf32: bool, cudnn: bool) -> Iterator[None]:
-    """TF32 on or off, cuDNN on or off, restored after (CPU math is unaffected)."""
-    prev = (
-        torch.backends.cuda.matmul.allow_tf32,
-        torch.backends.cudnn.allow_tf32,
-        torch.backends.cudnn.enabled,
-    )
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-    torch.backends.cudnn.enabled = cudnn
-    try:
-        yield
-    finally:
-        (
-            torch.backends.cuda.matmul.allow_tf32,
-            torch.backends.cudnn.allow_tf32,
-            torch.backends.cudnn.enabled,
-        ) = prev
-
-
 def calibrate_cross_device(model_id: str, ds: Dataset, cfg: TrainConfig, k: int) -> None:
     """Trained on one device type and CUDA math setting, replayed on another."""
     if not torch.cuda.is_available():
@@ -325,7 +304,7 @@ def calibrate_cross_device(model_id: str, ds: Dataset, cfg: TrainConfig, k: int)
                 return fn()
             finally:
                 conv.fp32_precision, mm.fp32_precision = prev  # type: ignore[attr-defined]
-        with _cuda_math(bool(tf32), bool(cudnn)):
+        with cuda_math(bool(tf32), bool(cudnn)):
             return fn()
 
     recorded: dict[str, tuple[list[Snap], list[np.ndarray]]] = {}

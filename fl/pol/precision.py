@@ -9,12 +9,27 @@ import torch
 
 from fl.models.layers import gemm_convolutions
 
-__all__ = ["full_fp32"]
+__all__ = ["cuda_math", "full_fp32"]
+
+
+@contextmanager
+def cuda_math(tf32: bool, cudnn: bool, gemm_conv: bool = False) -> Iterator[None]:
+    """TF32 (cuBLAS and cuDNN), cuDNN itself and the registry's GEMM convolutions on or off
+    in the scope; the previous settings are restored after. On CPU nothing changes."""
+    b = torch.backends
+    prev = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.enabled)
+    b.cuda.matmul.allow_tf32 = b.cudnn.allow_tf32 = tf32
+    b.cudnn.enabled = cudnn
+    try:
+        with gemm_convolutions(gemm_conv):
+            yield
+    finally:
+        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.enabled = prev
 
 
 @contextmanager
 def full_fp32() -> Iterator[None]:
-    """TF32 off (cuBLAS, cuDNN), convolutions as unfold + GEMM, cuDNN off; restored after.
+    """TF32 off, convolutions as unfold + GEMM, cuDNN off: how PoL records and replays.
 
     A replay must land within 1 % of the recorded step also when the validator's device
     differs from the trainer's, and validators on different devices must reach the same
@@ -25,20 +40,5 @@ def full_fp32() -> Iterator[None]:
     in the scope so that a layer without a GEMM path falls back to torch's exact (slower)
     kernels rather than to cuDNN. On CPU nothing changes.
     """
-    prev = (
-        torch.backends.cuda.matmul.allow_tf32,
-        torch.backends.cudnn.allow_tf32,
-        torch.backends.cudnn.enabled,
-    )
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.enabled = False
-    try:
-        with gemm_convolutions():
-            yield
-    finally:
-        (
-            torch.backends.cuda.matmul.allow_tf32,
-            torch.backends.cudnn.allow_tf32,
-            torch.backends.cudnn.enabled,
-        ) = prev
+    with cuda_math(tf32=False, cudnn=False, gemm_conv=True):
+        yield
