@@ -64,7 +64,8 @@ class TrainerService:
         self.busy: set[tuple[int, int]] = set()
         self.failures: dict[tuple[int, int], int] = {}
         self.done: set[tuple[str, int, int]] = set()
-        self._sent: dict[tuple[int, int], tuple[SubmitUpdate, int]] = {}  # (task, round)
+        # (task, round) -> (the SubmitUpdate, height when sent, its tx hash)
+        self._sent: dict[tuple[int, int], tuple[SubmitUpdate, int, bytes]] = {}
         self.history: list[RoundLog] = []
         self._next_nonce = 0
         self._last_transcript: dict[tuple[int, int], Any] = {}
@@ -125,9 +126,10 @@ class TrainerService:
             sent = self._sent.get((task_id, r))
             if sub is None and sent is not None and (task_id, r) not in self.busy \
                     and sent[1] + RESUBMIT_AFTER_BLOCKS <= state.height < task.deadline:
-                self._sent[(task_id, r)] = (sent[0], state.height)
-                nursery.start_soon(self._submit, sent[0], f"update task {task_id} round {r} "
-                                                          "(again: not in the state)")
+                self._sent[(task_id, r)] = (sent[0], state.height, sent[2])
+                # still in our mempool: on its way (blocks can outpace gossip), not lost
+                if sent[2] not in self.node.chain.mempool:
+                    nursery.start_soon(self._resubmit, task_id, r, sent[0])
             elif sub is None:
                 if (task_id, r) not in self.busy and state.height < task.deadline \
                         and ("submit", task_id, r) not in self.done \
@@ -141,7 +143,14 @@ class TrainerService:
 
     # ------------------------------------------------------------ transactions
 
-    async def _submit(self, body: TxBody, what: str) -> bool:
+    async def _resubmit(self, task_id: int, r: int, body: SubmitUpdate) -> None:
+        tx_hash = await self._submit(body, f"update task {task_id} round {r} "
+                                           "(again: not in the state)")
+        if tx_hash is not None:
+            self._sent[(task_id, r)] = (body, self.node.chain.height, tx_hash)
+
+    async def _submit(self, body: TxBody, what: str) -> bytes | None:
+        """Sign and submit; the tx hash once CheckTx admitted it, else None."""
         state = self.node.chain.state
         from ledger.schema import get_account
 
@@ -153,10 +162,10 @@ class TrainerService:
             self.log.warning("transaction refused", what=what, code=res.code, log=res.log)
             if "nonce" in res.log.lower():
                 self._next_nonce = acct.nonce if acct is not None else 0
-            return False
+            return None
         self._next_nonce = nonce + 1
         self.log.info("transaction sent", what=what, tx=tx.hash.hex()[:16])
-        return True
+        return tx.hash
 
     # ------------------------------------------------------------ rounds
 
@@ -201,9 +210,10 @@ class TrainerService:
         body = SubmitUpdate(task_id, r, out.update_cid,
                             out.transcript_cid if spec.pol_policy != "off" else b"",
                             out.samples, out.data_root)
-        if await self._submit(body, f"update task {task_id} round {r}"):
+        tx_hash = await self._submit(body, f"update task {task_id} round {r}")
+        if tx_hash is not None:
             self.done.add(("submit", task_id, r))
-            self._sent[(task_id, r)] = (body, self.node.chain.height)
+            self._sent[(task_id, r)] = (body, self.node.chain.height, tx_hash)
             self.history.append(RoundLog(task_id, r, out.samples, out.mean_loss, out.seconds,
                                          out.device, time.time()))
             self.log.info("update submitted", task=task_id, round=r, loss=round(out.mean_loss, 4),
