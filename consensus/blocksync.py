@@ -80,10 +80,12 @@ class NoBlock(SyncMessage):
 @record(265)
 @dataclass(frozen=True)
 class RoundMessagesRequest(SyncMessage):
-    """A stalled node asks for the consensus messages of its height and round."""
+    """A stalled node asks for the consensus messages of its height and round (and for
+    the proposals too when it has none for its round)."""
 
     height: int
     round: int
+    proposals: bool
 
 
 @record(266)
@@ -149,7 +151,7 @@ class BlockSyncServer:
         self,
         store: ChainStore,
         height: Callable[[], int],
-        round_messages: Callable[[int, int], list[bytes]] | None = None,
+        round_messages: Callable[[int, int, bool], list[bytes]] | None = None,
     ):
         self.store = store
         self.height = height
@@ -187,7 +189,11 @@ class BlockSyncServer:
                 return NoBlock(h)
             return BlockResponse(block, commit)
         if isinstance(req, RoundMessagesRequest):
-            held = self.round_messages(req.height, req.round) if self.round_messages else []
+            held = (
+                self.round_messages(req.height, req.round, req.proposals)
+                if self.round_messages
+                else []
+            )
             return RoundMessages(req.height, tuple(held))
         raise SyncError(f"unexpected request {type(req).__name__}")
 
@@ -286,6 +292,7 @@ class BlockSyncer:
         self,
         height: int,
         round_: int,
+        proposals: bool,
         take: Callable[[str, bytes], Awaitable[bool]],
         timeout_s: float = 5.0,
         max_peers: int = 16,
@@ -299,7 +306,7 @@ class BlockSyncer:
             nonlocal taken
             with trio.move_on_after(timeout_s):
                 try:
-                    res = await self._request(peer, RoundMessagesRequest(height, round_))
+                    res = await self._request(peer, RoundMessagesRequest(height, round_, proposals))
                 except Exception:  # unreachable or slow peer: gossip may still deliver
                     return
                 if not isinstance(res, RoundMessages) or res.height != height:
@@ -337,14 +344,19 @@ class BlockSyncer:
                 h = self.committed_height() + 1
                 if not await self._fetch_and_apply(h):
                     break
-            self.log.info("block sync: caught up", height=self.committed_height(),
-                          blocks=self.committed_height() - start)
+            self.log.info(
+                "block sync: caught up",
+                height=self.committed_height(),
+                blocks=self.committed_height() - start,
+            )
         finally:
             self.catching_up = False
 
     async def _fetch_and_apply(self, h: int) -> bool:
-        candidates = sorted((p for p, ph in self.peer_heights.items() if ph >= h),
-                            key=lambda p: -self.peer_heights[p])
+        candidates = sorted(
+            (p for p, ph in self.peer_heights.items() if ph >= h),
+            key=lambda p: -self.peer_heights[p],
+        )
         for peer in candidates:
             try:
                 with trio.fail_after(self.request_timeout_s):
@@ -366,6 +378,5 @@ class BlockSyncer:
             if self.committed_height() >= h:
                 return True
             self.network.penalize(peer, PENALTY_BAD_BLOCK, f"bad synced block {h}: {err}")
-            self.log.warning("block sync: peer served a bad block", peer=peer, height=h,
-                             error=err)
+            self.log.warning("block sync: peer served a bad block", peer=peer, height=h, error=err)
         return False

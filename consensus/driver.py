@@ -219,9 +219,10 @@ class ConsensusDriver:
         self.prepare_pol: Callable[[ChainState], Awaitable[PolSection | None]] | None = None
         self.on_commit: Callable[[Block], Awaitable[None]] | None = None
         self.behind: Callable[[int], None] = lambda height: None
-        # fetch (height, round)'s messages from peers over streams; None: gossip only
-        self.fetch_round: Callable[[int, int], Awaitable[None]] | None = None
+        # fetch (height, round, want proposals)'s messages from peers over streams
+        self.fetch_round: Callable[[int, int, bool], Awaitable[None]] | None = None
         self._fetching = False
+        self._checking = 0  # ProcessProposal checks in flight
         self.stats = {"rounds": 0, "commits": 0, "synced": 0, "double_sign_refusals": 0,
                       "fed": 0, "buffered": 0, "stale": 0, "catchup_answered": 0}
 
@@ -623,6 +624,13 @@ class ConsensusDriver:
                            proposer=self.privval.address, pol=pol)
 
     async def _check_validity(self, height: int, round_: int, value_id: bytes) -> None:
+        self._checking += 1
+        try:
+            await self._check_validity_now(height, round_, value_id)
+        finally:
+            self._checking -= 1
+
+    async def _check_validity_now(self, height: int, round_: int, value_id: bytes) -> None:
         block = self.blocks.get(value_id)
         st = self.chain.state
         valid, reason = False, "unknown block"
@@ -748,7 +756,9 @@ class ConsensusDriver:
                 if _round_of(msg) >= lo:
                     await self._send_message(msg)
             await self._send_message(CatchupRequest(self.height, self.core.round))
-            if self.fetch_round is not None and not self._fetching:
+            # not while our own ProcessProposal runs: that stall is local (an FL round close
+            # fetching updates), and peers' messages would not end it
+            if self.fetch_round is not None and not self._fetching and not self._checking:
                 self._spawn(self._fetch_round, self.height, self.core.round)
             wait = min(8.0, stalled + wait)  # next re-send after twice the silence so far
 
@@ -756,18 +766,19 @@ class ConsensusDriver:
         assert self.fetch_round is not None
         self._fetching = True
         try:
-            await self.fetch_round(height, round_)
+            await self.fetch_round(height, round_, round_ not in self.proposal_msgs)
         except Exception as e:  # peers' answers are best effort, like gossip
             self.log.debug("round fetch failed", height=height, round=round_, error=repr(e))
         finally:
             self._fetching = False
 
-    def held_messages(self, height: int, round_: int, max_bytes: int = 4 << 20) -> list[bytes]:
+    def held_messages(self, height: int, round_: int, proposals: bool = True,
+                      max_bytes: int = 4 << 20) -> list[bytes]:
         """This height's messages for a stalled peer at ``round_``, as gossip payloads.
 
         Every vote held of rounds >= ``round_ - 1`` (the same window the re-send covers)
-        and the proposals of rounds ``round_`` up to this node's round, votes first (they
-        are small and what a stalled round lacks), within ``max_bytes``.
+        and, if the peer wants them, the proposals of rounds ``round_`` up to this node's
+        round (a proposal carries its whole block), votes first, within ``max_bytes``.
         """
         if height != self.height or self.decided:
             return []
@@ -776,8 +787,9 @@ class ConsensusDriver:
             for (r, _t), by_addr in sorted(self.votes.items()) if r >= round_ - 1
             for vs in by_addr.values() for v in vs
         ]
-        msgs += [m for r, m in sorted(self.proposal_msgs.items())
-                 if round_ <= r <= max(round_, self.core.round)]
+        if proposals:
+            msgs += [m for r, m in sorted(self.proposal_msgs.items())
+                     if round_ <= r <= max(round_, self.core.round)]
         out, size = [], 0
         for m in msgs:
             data = encode_message(m)

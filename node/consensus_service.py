@@ -76,7 +76,7 @@ class ConsensusService:
     async def on_consensus(self, origin: str, checked: Checked) -> None:
         await self.driver.deliver(checked)
 
-    async def fetch_round(self, height: int, round_: int) -> None:
+    async def fetch_round(self, height: int, round_: int, proposals: bool) -> None:
         """A stalled round's messages straight from peers over block sync streams."""
 
         async def take(peer: str, payload: bytes) -> bool:
@@ -90,7 +90,7 @@ class ConsensusService:
                 await self.driver.deliver(c)
             return True
 
-        await self.syncer.fetch_round_messages(height, round_, take)
+        await self.syncer.fetch_round_messages(height, round_, proposals, take)
 
     def validate_evidence(self, origin: str, data: bytes) -> Validation:
         try:

@@ -54,16 +54,25 @@ class _Net:
 
 
 def _server(held: dict[tuple[int, int], list[bytes]] | None) -> BlockSyncServer:
-    cb = (lambda h, r: held.get((h, r), [])) if held is not None else None
+    cb = (
+        (lambda h, r, p: held.get((h, r), []) + ([b"proposal"] if p else []))
+        if held is not None
+        else None
+    )
     return BlockSyncServer(None, lambda: 5, cb)  # type: ignore[arg-type]
 
 
 def test_server_answers_with_what_the_driver_holds() -> None:
     server = _server({(6, 2): [b"vote-a", b"vote-b"]})
-    assert server.answer(RoundMessagesRequest(6, 2)) == RoundMessages(6, (b"vote-a", b"vote-b"))
-    assert server.answer(RoundMessagesRequest(6, 3)) == RoundMessages(6, ())
+    assert server.answer(RoundMessagesRequest(6, 2, False)) == RoundMessages(
+        6, (b"vote-a", b"vote-b")
+    )
+    assert server.answer(RoundMessagesRequest(6, 2, True)) == RoundMessages(
+        6, (b"vote-a", b"vote-b", b"proposal")
+    )
+    assert server.answer(RoundMessagesRequest(6, 3, False)) == RoundMessages(6, ())
     # a node without a driver (or an older one) answers with nothing, never an error
-    assert _server(None).answer(RoundMessagesRequest(6, 2)) == RoundMessages(6, ())
+    assert _server(None).answer(RoundMessagesRequest(6, 2, True)) == RoundMessages(6, ())
 
 
 async def test_fetch_asks_every_peer_and_stops_reading_a_liar(nursery: trio.Nursery) -> None:
@@ -85,7 +94,7 @@ async def test_fetch_asks_every_peer_and_stops_reading_a_liar(nursery: trio.Nurs
 
     # Execute
     with trio.fail_after(5):
-        n = await syncer.fetch_round_messages(6, 1, take)
+        n = await syncer.fetch_round_messages(6, 1, False, take)
     # Assert: everything the honest peers hold, nothing after the liar's bad message
     assert sorted(seen) == [
         ("liar", b"forged"),
@@ -111,5 +120,5 @@ async def test_fetch_gives_up_on_a_silent_peer(nursery: trio.Nursery, autojump_c
         return True
 
     with trio.fail_after(30):  # virtual time: the autojump clock skips the 5 s wait
-        await syncer.fetch_round_messages(2, 0, take, timeout_s=5)
+        await syncer.fetch_round_messages(2, 0, False, take, timeout_s=5)
     assert got == [b"v"]
