@@ -222,7 +222,6 @@ class ConsensusDriver:
         # fetch (height, round, want proposals)'s messages from peers over streams
         self.fetch_round: Callable[[int, int, bool], Awaitable[None]] | None = None
         self._fetching = False
-        self._checking = 0  # ProcessProposal checks in flight
         self.stats = {"rounds": 0, "commits": 0, "synced": 0, "double_sign_refusals": 0,
                       "fed": 0, "buffered": 0, "stale": 0, "catchup_answered": 0}
 
@@ -624,13 +623,6 @@ class ConsensusDriver:
                            proposer=self.privval.address, pol=pol)
 
     async def _check_validity(self, height: int, round_: int, value_id: bytes) -> None:
-        self._checking += 1
-        try:
-            await self._check_validity_now(height, round_, value_id)
-        finally:
-            self._checking -= 1
-
-    async def _check_validity_now(self, height: int, round_: int, value_id: bytes) -> None:
         block = self.blocks.get(value_id)
         st = self.chain.state
         valid, reason = False, "unknown block"
@@ -756,9 +748,7 @@ class ConsensusDriver:
                 if _round_of(msg) >= lo:
                     await self._send_message(msg)
             await self._send_message(CatchupRequest(self.height, self.core.round))
-            # not while our own ProcessProposal runs: that stall is local (an FL round close
-            # fetching updates), and peers' messages would not end it
-            if self.fetch_round is not None and not self._fetching and not self._checking:
+            if self.fetch_round is not None and not self._fetching:
                 self._spawn(self._fetch_round, self.height, self.core.round)
             wait = min(8.0, stalled + wait)  # next re-send after twice the silence so far
 
