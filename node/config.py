@@ -38,8 +38,6 @@ class P2PConfig:
     mesh_degree_high: int = 12
     # outbound per-peer queue and subscription buffer (library default 32 drops bursts)
     gossip_queue_size: int = 4096
-    # bulk gossip (txs, blocks) that waited this long in a peer's queue is dropped, not sent
-    gossip_max_age_s: int = 10
     # payloads of 1 MiB or more are silently dropped by py-libp2p; we refuse them loudly
     max_gossip_bytes: int = 1_000_000
     max_peers: int = 64

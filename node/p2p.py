@@ -252,7 +252,7 @@ class P2PNode:
         from libp2p.pubsub.pubsub import Pubsub
 
         if self.wk.large_queues:
-            enlarge_pubsub_queues(self.cfg.gossip_queue_size, self.cfg.gossip_max_age_s)
+            enlarge_pubsub_queues(self.cfg.gossip_queue_size)
         if not self.cfg.yamux_release_on_read:
             # py-libp2p's yamux answers every read (even a 1-byte varint) with a WINDOW_UPDATE
             # frame unless told otherwise; batching them (go-yamux behaviour) cut 200 B gossip
@@ -741,8 +741,10 @@ class _Notifee:
 
 _ORIGINAL_QUEUE: Any = None
 
-# Topics whose messages go out ahead of everything else queued for a peer (see
-# enlarge_pubsub_queues).
+# Topics whose messages go out ahead of everything else queued for a peer. Measured with 7
+# validators under a transfer load (benchmarks/consensus.py): each node had 300-1,450 RPCs of
+# tx gossip queued per peer, FIFO, and the re-sent precommits of a stalled height waited
+# behind them for minutes - the chain halted until the load's backlog drained.
 PRIORITY_TOPIC_SUFFIXES = ("/consensus", "/evidence")
 
 
@@ -750,15 +752,8 @@ def _is_priority_rpc(rpc: Any) -> bool:
     return any(t.endswith(PRIORITY_TOPIC_SUFFIXES) for m in rpc.publish for t in m.topicIDs)
 
 
-def enlarge_pubsub_queues(size: int, max_age_s: float = 10.0) -> None:
-    """Trap 3: raise the per-peer outbound queue and subscription channel from 32.
-
-    A large FIFO queue has its own failure: with 7 validators under a tx load each node had
-    1,000-2,700 RPCs of tx gossip queued per peer, minutes of backlog, and consensus crawled
-    behind it (docs/BENCHMARKS.md, Consensus). So consensus and evidence RPCs go first, and
-    bulk RPCs older than ``max_age_s`` are dropped when their turn comes (the txs stay in
-    their senders' mempools; blocks are fetched by block sync).
-    """
+def enlarge_pubsub_queues(size: int) -> None:
+    """Trap 3: raise the per-peer outbound queue and subscription channel from 32."""
     import libp2p.pubsub.pubsub as ps
     from libp2p.pubsub.rpc_queue import RpcQueue
 
@@ -768,36 +763,23 @@ def enlarge_pubsub_queues(size: int, max_age_s: float = 10.0) -> None:
 
     class LargeRpcQueue(RpcQueue):
         """The per-peer outbound queue, larger, watched (``pending_since``: since when RPCs
-        have waited without the sender taking any, a wedged connection), with consensus and
-        evidence messages ahead of the rest (:func:`_is_priority_rpc`), and bulk gossip that
-        waited longer than ``max_age_s`` dropped instead of sent."""
+        have waited without the sender taking any, a wedged connection), and with consensus
+        and evidence messages ahead of the rest (:func:`_is_priority_rpc`)."""
 
         def __init__(self, max_size: int = size, **kw: Any) -> None:
             super().__init__(max_size=max_size, **kw)
             self.pending_since: float | None = None
-            self.dropped_stale = 0
-            self._born: dict[int, float] = {}  # id(rpc) -> when queued, bulk RPCs only
 
         def push(self, rpc: Any, priority: bool = False) -> bool:
-            priority = priority or _is_priority_rpc(rpc)
-            ok = super().push(rpc, priority)
-            if ok:
-                now = trio.current_time()
-                if not priority:
-                    self._born[id(rpc)] = now
-                if self.pending_since is None:
-                    self.pending_since = now
+            ok = super().push(rpc, priority or _is_priority_rpc(rpc))
+            if ok and self.pending_since is None:
+                self.pending_since = trio.current_time()
             return ok
 
         async def pop(self) -> Any:
-            while True:
-                item = await super().pop()
-                born = self._born.pop(id(item), None) if item is not None else None
-                self.pending_since = trio.current_time() if len(self._queue) else None
-                if born is not None and trio.current_time() - born > max_age_s:
-                    self.dropped_stale += 1  # tx/block gossip this old only delays what's behind
-                    continue
-                return item
+            item = await super().pop()
+            self.pending_since = trio.current_time() if len(self._queue) else None
+            return item
 
     ps.RpcQueue = LargeRpcQueue  # type: ignore[misc,assignment]
     ps.SUBSCRIPTION_CHANNEL_SIZE = size

@@ -236,28 +236,3 @@ def test_consensus_gossip_overtakes_queued_tx_gossip() -> None:
     order = trio.run(main)
     assert order[:2] == [b"vote", b"evidence"]
     assert order[2:] == [b"tx0", b"tx1", b"tx2", b"tx3", b"tx4", b"block"]
-
-
-def test_stale_bulk_gossip_is_dropped_but_consensus_never(autojump_clock: Any) -> None:
-    """Bulk RPCs that waited past max_age_s are skipped at their turn; consensus ones are not."""
-    import libp2p.pubsub.pubsub as ps
-    from libp2p.pubsub.pb import rpc_pb2
-
-    def rpc(topic: str, data: bytes) -> rpc_pb2.RPC:
-        return rpc_pb2.RPC(publish=[rpc_pb2.Message(data=data, topicIDs=[f"/fedledger/c/{topic}"])])
-
-    async def main() -> tuple[list[bytes], int]:
-        q = ps.RpcQueue()
-        q.push(rpc("txs", b"old-tx"))
-        q.push(rpc("consensus", b"old-vote"))
-        await trio.sleep(11)  # past the 10 s limit
-        q.push(rpc("txs", b"new-tx"))
-        got = [(await q.pop()).publish[0].data for _ in range(2)]
-        return got, q.dropped_stale
-
-    enlarge_pubsub_queues(4096, max_age_s=10)
-    try:
-        got, dropped = trio.run(main, clock=autojump_clock)
-    finally:
-        enlarge_pubsub_queues(4096)
-    assert got == [b"old-vote", b"new-tx"] and dropped == 1
