@@ -422,7 +422,11 @@ class VerifierService:
             if encode(mine) != encode(got):
                 self.stats["mismatches"] += 1
                 self._recheck_unavailable(got, mine)
+                # the CIDs' tails: their first bytes are the same multihash header for all
                 return (f"round {got.task_id}/{got.round} result differs from ours "
-                        f"(model {got.new_model_cid.hex()[:16]} vs {mine.new_model_cid.hex()[:16]})")
+                        f"(model ..{got.new_model_cid.hex()[-16:]} vs "
+                        f"..{mine.new_model_cid.hex()[-16:]}, accepted "
+                        f"{len(got.accepted)} vs {len(mine.accepted)}, rejected "
+                        f"{len(got.rejected)} vs {len(mine.rejected)})")
         return None
 
