@@ -40,15 +40,9 @@ _NOT_FOUND = -32002
 
 
 def _code_name(code: int) -> str:
-    from ledger.fl.codes import FlCode
-    from ledger.results import Code
+    from ledger.fl.codes import result_code_name
 
-    for enum in (Code, FlCode):
-        try:
-            return enum(code).name
-        except ValueError:
-            continue
-    return f"code {code}"
+    return result_code_name(code, unknown="code {}")
 
 
 def _kv(title: str, rows: list[tuple[str, Any]]) -> Table:

@@ -33,8 +33,9 @@ class FlCode(IntEnum):
     TRANSCRIPT_REQUIRED = 122  # SubmitUpdate without a PoL transcript on a PoL task
 
 
-def result_code_name(code: int) -> str:
-    """The name of any CheckTx/DeliverTx code: the core's (0-99) or this contract's (100-199)."""
+def result_code_name(code: int, unknown: str = "CODE_{}") -> str:
+    """The name of any CheckTx/DeliverTx code: the core's (0-99) or this contract's (100-199);
+    ``unknown`` formats a code neither knows."""
     from ledger.results import Code
 
     for enum in (Code, FlCode):
@@ -42,4 +43,4 @@ def result_code_name(code: int) -> str:
             return enum(code).name
         except ValueError:
             continue
-    return f"CODE_{code}"
+    return unknown.format(code)
