@@ -12,7 +12,7 @@ proposed one with its own and prevotes nil on any difference (docs/fl-chain.md Â
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -61,7 +61,12 @@ class Check:
 class _Work:
     checks: dict[tuple[int, int, bytes], Check] = field(default_factory=dict)
     started: set[tuple[int, int, bytes]] = field(default_factory=set)
-    results: dict[tuple[int, int, bytes], RoundResult] = field(default_factory=dict)
+    results: dict[tuple[int, int, bytes, frozenset[bytes]], RoundResult] = field(
+        default_factory=dict)
+    # bumped whenever a verdict of the round changes: a result computed from the old
+    # verdicts (an aggregation still running in its thread) must not be cached after that
+    generation: dict[tuple[int, int], int] = field(default_factory=dict)
+    refreshing: set[tuple[int, int, bytes]] = field(default_factory=set)
 
 
 class VerifierService:
@@ -159,6 +164,9 @@ class VerifierService:
             if attempt + 1 < UNAVAILABLE_ATTEMPTS:
                 await trio.sleep(2.0 * (attempt + 1))
         check.seconds = time.perf_counter() - t0
+        old = self.work.checks.get(key)
+        if old is not None and (old.ok, old.reason) != (check.ok, check.reason):
+            self._forget_results(task_id, task.round)
         self.work.checks[key] = check
         self.stats["verified" if check.ok else "rejected"] += 1
         self.node.metrics.pol_verify_seconds.observe(check.seconds)
@@ -225,12 +233,23 @@ class VerifierService:
 
     # ------------------------------------------------------------ round results
 
+    def _forget_results(self, task_id: int, round_: int) -> None:
+        """Drop the cached results of a round whose verdicts changed."""
+        for k in [k for k in self.work.results if k[:2] == (task_id, round_)]:
+            del self.work.results[k]
+        g = self.work.generation
+        g[(task_id, round_)] = g.get((task_id, round_), 0) + 1
+
     async def round_result(self, state: ChainState, task_id: int, round_: int,
-                           wait_s: float = 60.0) -> RoundResult:
-        """The result of a due round (computed once; waits for pending checks)."""
+                           wait_s: float = 60.0,
+                           unavailable: frozenset[bytes] = frozenset()) -> RoundResult:
+        """The result of a due round (computed once; waits for pending checks).
+
+        ``unavailable``: trainers whose content is taken as unavailable whatever our own
+        verdict (a proposer's availability view, see ``process``)."""
         subs = list_submissions(state, task_id, round_)
         fingerprint = encode([[t, s.update_cid] for t, s in subs])
-        key = (task_id, round_, fingerprint)
+        key = (task_id, round_, fingerprint, unavailable)
         if key in self.work.results:
             return self.work.results[key]
         task = get_task(state, task_id)
@@ -247,20 +266,26 @@ class VerifierService:
                         self.work.started.add(k)
                         self._nursery.start_soon(self._check_submission, task_id, task, t, s)
                 await self._changed.wait()
-        if key in self.work.results:
-            return self.work.results[key]
-        t0 = time.perf_counter()
-        result = await self._aggregate(task_id, task, subs)
-        self.aggregate_seconds += time.perf_counter() - t0
-        self.work.results[key] = result
-        self.stats["rounds"] += 1
-        return result
+        while key not in self.work.results:
+            gen = self.work.generation.get((task_id, round_), 0)
+            t0 = time.perf_counter()
+            result = await self._aggregate(task_id, task, subs, unavailable)
+            self.aggregate_seconds += time.perf_counter() - t0
+            if self.work.generation.get((task_id, round_), 0) == gen:
+                self.work.results[key] = result
+                self.stats["rounds"] += 1
+                return result
+            # a verdict changed while we aggregated: compute again from the new ones
+        return self.work.results[key]
 
-    async def _aggregate(self, task_id: int, task: TaskState, subs: list[Any]) -> RoundResult:
+    async def _aggregate(self, task_id: int, task: TaskState, subs: list[Any],
+                         unavailable: frozenset[bytes] = frozenset()) -> RoundResult:
         from node.fl.work import Candidate, aggregate_round
 
         spec = task.spec
         checks = {t: self.work.checks[(task_id, task.round, t)] for t, _ in subs}
+        for t in unavailable & checks.keys():
+            checks[t] = Check(False, "unavailable", False)
         rejected: list[Rejection] = []
         cands: list[Candidate] = []
         for order, (t, s) in enumerate(sorted(subs, key=lambda ts: ts[1].height)):
@@ -386,7 +411,35 @@ class VerifierService:
         if not due:
             return None
         results = [await self.round_result(state, t, r) for t, r in due]
+        for res in results:
+            self._refresh_unavailable(state, res)
         return FLSection(tuple(results))
+
+    def _refresh_unavailable(self, state: ChainState, res: RoundResult) -> None:
+        """Our result leaves out updates we could not fetch: fetch them again in the
+        background (the others take our word for it, see ``process``, but an honest
+        trainer should not lose its round to our network if another proposal can still
+        include it)."""
+        if self._nursery is None:
+            return
+        task = get_task(state, res.task_id)
+        if task is None:
+            return
+        subs = dict(list_submissions(state, res.task_id, res.round))
+        for r in res.rejected:
+            key = (res.task_id, res.round, r.trainer)
+            if r.reason != "unavailable" or key in self.work.refreshing \
+                    or r.trainer not in subs:
+                continue
+            self.work.refreshing.add(key)
+
+            async def refresh(trainer: bytes = r.trainer, key: Any = key) -> None:
+                try:
+                    await self._check_submission(res.task_id, task, trainer, subs[trainer])
+                finally:
+                    self.work.refreshing.discard(key)
+
+            self._nursery.start_soon(refresh)
 
     def _recheck_unavailable(self, got: RoundResult, mine: RoundResult) -> None:
         """The proposer accepted updates we could not fetch: forget those verdicts (and the
@@ -401,13 +454,19 @@ class VerifierService:
             k = (got.task_id, got.round, t)
             self.work.checks.pop(k, None)
             self.work.started.discard(k)
-        for k in [k for k in self.work.results if k[:2] == (got.task_id, got.round)]:
-            del self.work.results[k]
+        self._forget_results(got.task_id, got.round)
         self.log.info("re-checking updates the proposer could fetch", task=got.task_id,
                       round=got.round, trainers=[t.hex()[:12] for t in stale])
 
     async def process(self, state: ChainState, block: Block) -> str | None:
-        """ProcessProposal: None if the block's FL section is what this validator computes."""
+        """ProcessProposal: None if the block's FL section is what this validator computes.
+
+        Availability is each validator's own view of the network, not a fact all share, so
+        the proposer's ``unavailable`` rejections are taken as given (they prove nothing and
+        cost the trainer nothing but this round) and everything else must match what we
+        compute on the same footing. Without that, a proposer that could not fetch an
+        update and validators that could would refuse each other's proposals until their
+        views happened to agree (seen: a round that did not close for six minutes)."""
         due = due_rounds(state, block.height)
         if not due:
             return None  # the contract's block validator already refused a stray section
@@ -415,18 +474,44 @@ class VerifierService:
         if not isinstance(pol, FLSection):
             return "FL section missing while rounds are due"
         for got in pol.results:
+            gone = frozenset(r.trainer for r in got.rejected
+                             if r.reason == "unavailable" and not r.proven)
             try:
                 mine = await self.round_result(state, got.task_id, got.round)
+                if gone and encode(mine) != encode(got):
+                    mine = await self.round_result(state, got.task_id, got.round,
+                                                   unavailable=gone)
             except Exception as e:
                 return f"cannot reproduce round {got.task_id}/{got.round}: {e!r}"[:200]
             if encode(mine) != encode(got):
                 self.stats["mismatches"] += 1
                 self._recheck_unavailable(got, mine)
-                # the CIDs' tails: their first bytes are the same multihash header for all
-                return (f"round {got.task_id}/{got.round} result differs from ours "
-                        f"(model ..{got.new_model_cid.hex()[-16:]} vs "
-                        f"..{mine.new_model_cid.hex()[-16:]}, accepted "
-                        f"{len(got.accepted)} vs {len(mine.accepted)}, rejected "
-                        f"{len(got.rejected)} vs {len(mine.rejected)})")
+                return _mismatch(got, mine)
         return None
 
+
+def _mismatch(got: RoundResult, mine: RoundResult) -> str:
+    """Why a proposed round result is refused: the first field that differs."""
+    for f in fields(RoundResult):
+        name = f.name
+        a, b = getattr(got, name), getattr(mine, name)
+        if a == b:
+            continue
+        if name in ("accepted", "rejected"):
+            ta = {x.trainer: x for x in a}
+            tb = {x.trainer: x for x in b}
+            diff = sorted(set(ta) ^ set(tb)) or sorted(t for t in ta if ta[t] != tb[t])
+            t = diff[0]
+            detail = (f"trainer {t.hex()[:12]}: proposed {ta.get(t)!r:.120}, "
+                      f"ours {tb.get(t)!r:.120}")
+        else:
+            # the CIDs' tails: their first bytes are the same multihash header for all
+            detail = f"proposed ..{_tail(a)}, ours ..{_tail(b)}"
+        return (f"round {got.task_id}/{got.round} result differs from ours in {name} "
+                f"(accepted {len(got.accepted)} vs {len(mine.accepted)}, rejected "
+                f"{len(got.rejected)} vs {len(mine.rejected)}): {detail}")[:400]
+    return f"round {got.task_id}/{got.round} result differs from ours"
+
+
+def _tail(v: Any) -> str:
+    return bytes(v).hex()[-16:] if isinstance(v, bytes | bytearray) else repr(v)[:32]

@@ -1,0 +1,153 @@
+"""The verifier's ProcessProposal when validators see different content availability."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import node.fl.verifier as vmod
+from fl.models import build_model, state_dict_of, to_safetensors
+from ledger.fl import FLSection, RoundResult
+from node.fl.verifier import VerifierService
+from storage.store import ContentStore
+from storage.tensors import bytes_cid
+
+CHUNK = 64 * 1024
+TRAINERS = [bytes([i]) * 20 for i in (1, 2, 3)]
+X = TRAINERS[1]  # the trainer whose update one validator cannot fetch
+
+
+def model_bytes(shift: float) -> bytes:
+    state = state_dict_of(build_model("mlp", {}, seed=1))
+    return to_safetensors({k: v + shift for k, v in state.items()} if shift else state)
+
+
+class World:
+    """One round of one task: the global model and three trainers' updates."""
+
+    def __init__(self) -> None:
+        self.objects: dict[bytes, bytes] = {}
+        self.global_cid = self.add(model_bytes(0.0))
+        self.subs = [(t, SimpleNamespace(update_cid=self.add(model_bytes(0.001 * (i + 1))),
+                                         transcript_cid=b"", reveal_cid=b"", seed=b"",
+                                         sample_count=10 * (i + 1), height=5 + i))
+                     for i, t in enumerate(TRAINERS)]
+        spec = SimpleNamespace(rule="fedavg", rule_params={}, uses_he=False,
+                               pol_policy="off", privacy="none")
+        self.task = SimpleNamespace(round=1, status="open", spec=spec,
+                                    global_model_cid=self.global_cid)
+
+    def add(self, data: bytes) -> bytes:
+        cid = bytes(bytes_cid(data, chunk_size=CHUNK))
+        self.objects[cid] = data
+        return cid
+
+
+def validator(tmp_path: Path, name: str, world: World, reachable: set[bytes]) -> VerifierService:
+    """A verifier over a real content store whose network can fetch only ``reachable``."""
+    store = ContentStore(tmp_path / f"{name}.db", chunk_size=CHUNK)
+    node = SimpleNamespace(
+        cfg=SimpleNamespace(moniker=name, storage=SimpleNamespace(chunk_size=CHUNK)),
+        validator_key=SimpleNamespace(address=b"v" * 20), chain_id="test-chain",
+        content=SimpleNamespace(store=store),
+        metrics=SimpleNamespace(pol_verify_seconds=SimpleNamespace(observe=lambda s: None)))
+    svc = VerifierService(node)  # type: ignore[arg-type]
+    reach(svc, world, reachable)
+    return svc
+
+
+def reach(svc: VerifierService, world: World, reachable: set[bytes]) -> None:
+    """What the verifier's network can fetch from now on."""
+    store = svc.node.content.store
+
+    async def fetch(cid: bytes, *, pin: str, timeout_s: float) -> None:
+        if cid not in reachable:
+            raise TimeoutError(f"no provider for {cid.hex()[-8:]}")
+        store.put_bytes(world.objects[cid], chunk_size=CHUNK, pin=pin)
+
+    svc.node.content.fetch = fetch  # type: ignore[method-assign,assignment]
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> World:
+    w = World()
+    monkeypatch.setattr(vmod, "UNAVAILABLE_ATTEMPTS", 1)
+    monkeypatch.setattr(vmod, "due_rounds", lambda state, height: [(1, 1)])
+    monkeypatch.setattr(vmod, "list_submissions", lambda state, task_id, r: list(w.subs))
+    monkeypatch.setattr(vmod, "get_task", lambda state, task_id: w.task)
+    return w
+
+
+def block(result: RoundResult) -> Any:
+    return SimpleNamespace(height=10, pol=FLSection((result,)))
+
+
+async def test_proposers_unavailable_verdicts_are_taken_as_given(
+        tmp_path: Path, world: World, nursery: Any) -> None:
+    # Prepare: validator A cannot fetch X's update, validator B can fetch everything
+    everything = set(world.objects)
+    a = validator(tmp_path, "a", world, everything - {world.subs[1][1].update_cid})
+    b = validator(tmp_path, "b", world, everything)
+    a._nursery = b._nursery = nursery
+    state = SimpleNamespace(height=10)
+
+    # Execute: each computes its result
+    res_a = await a.round_result(state, 1, 1)  # type: ignore[arg-type]
+    res_b = await b.round_result(state, 1, 1)  # type: ignore[arg-type]
+
+    # Assert: they differ only in X's availability...
+    assert [r.trainer for r in res_a.rejected] == [X]
+    assert res_a.rejected[0].reason == "unavailable" and not res_a.rejected[0].proven
+    assert len(res_b.accepted) == 3 and res_a.new_model_cid != res_b.new_model_cid
+    # ...and B accepts A's proposal: A's view of the network is not B's to dispute
+    assert await b.process(state, block(res_a)) is None  # type: ignore[arg-type]
+    # A refuses B's proposal (it cannot reproduce an aggregate with X in it), says where
+    # the results differ, and fetches X again
+    why = await a.process(state, block(res_b))  # type: ignore[arg-type]
+    assert why is not None and "accepted" in why and X.hex()[:12] in why
+    assert (1, 1, X) not in a.work.checks
+    # once X's update reaches A, A accepts B's proposal
+    reach(a, world, everything)
+    assert await a.process(state, block(res_b)) is None  # type: ignore[arg-type]
+
+
+async def test_unavailable_claims_do_not_hide_a_wrong_model(
+        tmp_path: Path, world: World, nursery: Any) -> None:
+    # Prepare: a proposal that calls X unavailable but carries a model that is not the
+    # aggregate of the other two
+    b = validator(tmp_path, "b", world, set(world.objects))
+    b._nursery = nursery
+    state = SimpleNamespace(height=10)
+    honest = await b.round_result(state, 1, 1, unavailable=frozenset({X}))  # type: ignore[arg-type]
+    forged = RoundResult(honest.task_id, honest.round, honest.accepted, honest.rejected,
+                         honest.aggregate_digest, world.global_cid, b"")
+
+    # Execute
+    why = await b.process(state, block(forged))  # type: ignore[arg-type]
+
+    # Assert: refused, naming the field
+    assert why is not None and "new_model_cid" in why
+    assert await b.process(state, block(honest)) is None  # type: ignore[arg-type]
+
+
+async def test_a_verdict_that_changes_drops_the_cached_result(
+        tmp_path: Path, world: World, nursery: Any) -> None:
+    # Prepare: A's first result leaves X out
+    everything = set(world.objects)
+    a = validator(tmp_path, "a", world, everything - {world.subs[1][1].update_cid})
+    a._nursery = nursery
+    state = SimpleNamespace(height=10)
+    first = await a.round_result(state, 1, 1)  # type: ignore[arg-type]
+    assert len(first.accepted) == 2
+
+    # Execute: X's content becomes reachable and a background re-check (as prepare starts
+    # for its own "unavailable" verdicts) runs
+    reach(a, world, everything)
+    await a._check_submission(1, world.task, X, world.subs[1][1])  # type: ignore[arg-type]
+
+    # Assert: the next result includes X
+    again = await a.round_result(state, 1, 1)  # type: ignore[arg-type]
+    assert len(again.accepted) == 3 and not again.rejected
