@@ -57,7 +57,8 @@ def height(addr: str) -> int:
 
 
 class Net:
-    def __init__(self, root: Path, n: int, base_port: int, log_level: str = "warning") -> None:
+    def __init__(self, root: Path, n: int, base_port: int, log_level: str = "warning",
+                 tx_batch_ms: int | None = None) -> None:
         self.nodes = make_testnet(root, n, base_port=base_port, chain_id="bench")
         for node in self.nodes:
             cfg = node.home.load_config()
@@ -65,7 +66,8 @@ class Net:
             c.timeout_commit_ms = 0
             c.timeout_propose_ms, c.timeout_prevote_ms, c.timeout_precommit_ms = 3000, 1000, 1000
             cfg.log_level = log_level
-            cfg.mempool.gossip_batch_interval_ms = 20
+            if tx_batch_ms is not None:
+                cfg.mempool.gossip_batch_interval_ms = tx_batch_ms
             save_config(cfg, node.home.config_file)
         self.procs: list[subprocess.Popen[bytes]] = []
 
@@ -91,12 +93,12 @@ class Net:
                 p.kill()
 
     @staticmethod
-    def _consensus_dump(n: Any) -> dict[str, Any]:
+    def _consensus_dump(n: Any, method: str = "dump_consensus_state") -> dict[str, Any]:
         token = (n.home.root / "config" / "operator_token").read_text().strip()
         r = httpx.post(
             f"http://{n.rpc_addr}/",
             headers={"Authorization": f"Bearer {token}"},
-            json={"jsonrpc": "2.0", "id": 1, "method": "dump_consensus_state", "params": {}},
+            json={"jsonrpc": "2.0", "id": 1, "method": method, "params": {}},
             timeout=10,
         )
         return r.json()  # type: ignore[no-any-return]
@@ -114,11 +116,13 @@ class Net:
         return total
 
     def dump(self) -> None:
-        """Each node's full consensus state into its home, for a stall's post-mortem."""
+        """Each node's consensus state and trio task stacks into its home, for a stall's post-mortem."""
         for n in self.nodes:
             try:
                 state = self._consensus_dump(n)
                 (n.home.root / "consensus_state.json").write_text(json.dumps(state, indent=1))
+                tasks = self._consensus_dump(n, "debug_tasks")  # where each trio task waits
+                (n.home.root / "tasks.json").write_text(json.dumps(tasks, indent=1))
             except httpx.HTTPError as e:
                 print(f"{n.name}: no consensus state ({e})", file=sys.stderr)
 
@@ -193,9 +197,10 @@ def load(net: Net, seconds: float, clients: int) -> tuple[int, int]:
     return sent, ok
 
 
-def run(n: int, seconds: float, log_level: str = "warning") -> dict[str, Any]:
+def run(n: int, seconds: float, log_level: str = "warning",
+        tx_batch_ms: int | None = None) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix=f"fedledger-bench-{n}-"))
-    net = Net(root, n, free_port_block(2 * n), log_level)
+    net = Net(root, n, free_port_block(2 * n), log_level, tx_batch_ms)
     ok_run = False
     try:
         net.start()
@@ -249,6 +254,10 @@ def main() -> None:
     ap.add_argument(
         "--log-level", default="warning", help="the nodes' log level (node.log in each home)"
     )
+    ap.add_argument(
+        "--tx-batch-ms", type=int, default=None,
+        help="mempool.gossip_batch_interval_ms of the nodes (default: the node's default)",
+    )
     args = ap.parse_args()
     from node.logs import setup_logging
 
@@ -261,7 +270,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for n in args.validators:
-        r = run(n, args.seconds, args.log_level)
+        r = run(n, args.seconds, args.log_level, args.tx_batch_ms)
         print(
             f"| {n} | {r['empty_p50'] * 1000:.0f} | {r['empty_p99'] * 1000:.0f} | "
             f"{r['load_p50'] * 1000:.0f} | {r['load_p99'] * 1000:.0f} | "

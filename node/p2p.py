@@ -16,7 +16,11 @@ in ``LIBP2P_NOTES.md`` are worked around here, each behind a switch in
 6. an inbound pubsub stream before the pubsub service runs crashes the host
    -> services are started before ``host.run()``;
 7. gossip payloads >= 1 MiB vanish -> refused loudly at publish;
-10. no resource manager -> per-peer inbound stream limits and a peer cap.
+10. no resource manager -> per-peer inbound stream limits and a peer cap;
+14. every pubsub RPC carries the sender's signed peer record, built (interface addresses
+    read, envelope marshalled) for each RPC sent and signature-checked for each RPC
+    received, and the validation cache's LRU is a list scanned on every message ->
+    records cached both ways (:func:`cache_peer_records`), an O(1) LRU.
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ class Workarounds:
     close_host: bool = True
     refuse_oversize_gossip: bool = True
     guard_pubsub_streams: bool = True
+    cache_peer_records: bool = True
 
 
 class StreamOpenTimeout(ConnectionError):
@@ -283,6 +288,10 @@ class P2PNode:
                              strict_signing=self.cfg.sign_messages)
         if self.wk.time_ns_seqno:
             self.pubsub.counter = time.time_ns()
+        if self.wk.cache_peer_records:
+            cache_peer_records()
+            old = self.pubsub.validation_cache
+            self.pubsub.validation_cache = LruValidationCache(old.ttl, old.max_size)
         if self.wk.guard_pubsub_streams:
             self._guard_pubsub_streams()
         for t in self._topics.values():
@@ -750,6 +759,115 @@ PRIORITY_TOPIC_SUFFIXES = ("/consensus", "/evidence")
 
 def _is_priority_rpc(rpc: Any) -> bool:
     return any(t.endswith(PRIORITY_TOPIC_SUFFIXES) for m in rpc.publish for t in m.topicIDs)
+
+
+# Trap 14: how long a signed peer record is reused before it is built (ours) or checked
+# (a peer's, when it sends the same bytes again) anew; the peerstore keeps records 2 h.
+PEER_RECORD_REUSE_S = 600.0
+_ORIGINAL_RECORD_FNS: tuple[Any, Any] | None = None
+
+
+def cache_peer_records() -> None:
+    """Trap 14: py-libp2p 0.8.1 puts the sender's signed peer record into every pubsub RPC.
+
+    Sending, ``env_to_send_in_RPC`` reads the host's interface addresses and marshals the
+    envelope for each RPC; receiving, ``maybe_consume_signed_record`` parses the envelope,
+    checks its Ed25519 signature and rewrites the peerstore for each RPC. With 7 validators
+    every message crosses 36 links (direct peers forward to direct peers), and the two took
+    12 % of a node's CPU under load (py-spy). Both are now done once per peer (or when the
+    bytes change) and again after ``PEER_RECORD_REUSE_S``. Idempotent.
+    """
+    import libp2p.pubsub.gossipsub as gs
+    import libp2p.pubsub.pubsub as ps
+
+    global _ORIGINAL_RECORD_FNS
+    if _ORIGINAL_RECORD_FNS is not None:
+        return
+    build, consume = ps.env_to_send_in_RPC, ps.maybe_consume_signed_record
+    _ORIGINAL_RECORD_FNS = (build, consume)
+    # keyed by the host object and its peer id: many hosts live in one test process, and
+    # another host's record would make every receiver drop our RPCs (peer id mismatch)
+    ours: dict[tuple[int, bytes], tuple[float, bytes]] = {}
+    theirs: dict[tuple[int, bytes, bytes], tuple[float, bytes]] = {}
+
+    def env_to_send_in_RPC(host: Any) -> tuple[bytes, bool]:  # noqa: N802 - py-libp2p's name
+        key, now = (id(host), host.get_id().to_bytes()), time.monotonic()
+        hit = ours.get(key)
+        if hit is not None and now - hit[0] < PEER_RECORD_REUSE_S:
+            return hit[1], False
+        out = build(host)
+        ours[key] = (now, out[0])
+        if len(ours) > 256:
+            del ours[next(iter(ours))]
+        return out  # type: ignore[no-any-return]
+
+    def maybe_consume_signed_record(msg: Any, host: Any, peer_id: Any) -> bool:
+        if not msg.HasField("senderRecord"):
+            return True
+        record = bytes(msg.senderRecord)
+        key = (id(host), host.get_id().to_bytes(), peer_id.to_bytes())
+        now = time.monotonic()
+        hit = theirs.get(key)
+        if hit is not None and hit[1] == record and now - hit[0] < PEER_RECORD_REUSE_S:
+            return True  # these exact bytes from this peer were checked and stored
+        ok = bool(consume(msg, host, peer_id))
+        if ok:
+            theirs[key] = (now, record)
+            if len(theirs) > 4096:  # peers come and go: forget the oldest
+                del theirs[next(iter(theirs))]
+        return ok
+
+    for mod in (ps, gs):
+        mod.env_to_send_in_RPC = env_to_send_in_RPC  # type: ignore[attr-defined]
+        mod.maybe_consume_signed_record = maybe_consume_signed_record  # type: ignore[attr-defined]
+
+
+def restore_peer_records() -> None:
+    """Undo :func:`cache_peer_records` (tests of trap 14)."""
+    import libp2p.pubsub.gossipsub as gs
+    import libp2p.pubsub.pubsub as ps
+
+    global _ORIGINAL_RECORD_FNS
+    if _ORIGINAL_RECORD_FNS is None:
+        return
+    for mod in (ps, gs):
+        mod.env_to_send_in_RPC = _ORIGINAL_RECORD_FNS[0]  # type: ignore[attr-defined]
+        mod.maybe_consume_signed_record = _ORIGINAL_RECORD_FNS[1]  # type: ignore[attr-defined]
+    _ORIGINAL_RECORD_FNS = None
+
+
+class LruValidationCache:
+    """Trap 14: py-libp2p's validation cache with an O(1) LRU (its own scans a list of up to
+    ``max_size`` message ids on every get and put)."""
+
+    def __init__(self, ttl: float, max_size: int) -> None:
+        self.ttl = ttl
+        self.max_size = max_size
+        self.cache: OrderedDict[bytes, Any] = OrderedDict()
+
+    def get(self, msg_id: bytes) -> Any:
+        result = self.cache.get(msg_id)
+        if result is None:
+            return None
+        if time.time() - result.timestamp > self.ttl:
+            del self.cache[msg_id]
+            return None
+        self.cache.move_to_end(msg_id)
+        return result
+
+    def put(self, msg_id: bytes, result: Any) -> None:
+        self.cache[msg_id] = result
+        self.cache.move_to_end(msg_id)
+        while len(self.cache) > self.max_size:
+            self.cache.popitem(last=False)
+
+    def _remove(self, msg_id: bytes) -> None:
+        self.cache.pop(msg_id, None)
+
+    def clear_expired(self) -> None:
+        now = time.time()
+        for msg_id in [m for m, r in self.cache.items() if now - r.timestamp > self.ttl]:
+            del self.cache[msg_id]
 
 
 def enlarge_pubsub_queues(size: int) -> None:

@@ -20,10 +20,13 @@ from node.keys import NodeKey
 from node.p2p import (
     PENALTY_MALFORMED_RPC,
     PENALTY_STREAM_ABUSE,
+    LruValidationCache,
     P2PNode,
     Workarounds,
     _socket_open,
+    cache_peer_records,
     enlarge_pubsub_queues,
+    restore_peer_records,
     restore_pubsub_queues,
 )
 from tests.node.p2p_helpers import (
@@ -213,6 +216,48 @@ async def test_trap11_malformed_pubsub_rpc_costs_the_sender_not_the_node(
                 await wait_mesh(c, a, "t")
                 await c.publish("t", b"still alive")
                 await inbox.wait_for(lambda it: any(v == b"still alive" for _, v in it), 20)
+
+
+async def test_trap14_peer_records_are_checked_once_per_peer(
+        nursery: trio.Nursery, monkeypatch: Any) -> None:
+    import libp2p.pubsub.utils as pubsub_utils
+
+    checked: list[bytes] = []
+    original = pubsub_utils.consume_envelope
+
+    def counting(data: bytes, domain: str) -> Any:
+        checked.append(data)
+        return original(data, domain)
+
+    monkeypatch.setattr(pubsub_utils, "consume_envelope", counting)
+    restore_peer_records()
+    try:
+        assert await burst_delivery(nursery, Workarounds(cache_peer_records=False), 50) == 50
+        # py-libp2p parses and signature-checks the sender's record on every RPC
+        assert len(checked) > 50
+    finally:
+        cache_peer_records()
+    checked.clear()
+    assert await burst_delivery(nursery, Workarounds(), 50) == 50
+    # once per (receiving host, sending peer): two hosts, a few RPCs before the first record
+    assert 0 < len(checked) <= 4
+
+
+def test_trap14_validation_cache_is_an_lru() -> None:
+    from types import SimpleNamespace
+
+    c = LruValidationCache(ttl=300, max_size=3)
+    fresh = SimpleNamespace(timestamp=__import__("time").time())
+    for k in (b"a", b"b", b"c"):
+        c.put(k, fresh)
+    assert c.get(b"a") is fresh  # a is now the most recently used
+    c.put(b"d", fresh)
+    assert c.get(b"b") is None and c.get(b"a") is fresh and len(c.cache) == 3
+    c.put(b"e", SimpleNamespace(timestamp=0.0))
+    assert c.get(b"e") is None  # expired
+    c.put(b"f", SimpleNamespace(timestamp=0.0))
+    c.clear_expired()
+    assert b"f" not in c.cache
 
 
 def test_consensus_gossip_overtakes_queued_tx_gossip() -> None:
