@@ -63,6 +63,7 @@ class ChainService:
         self._height_changed = trio.Event()
         self.penalize: Callable[[str, int, str], None] = lambda peer, pts, why: None
         self.publish: Callable[[str, bytes], Any] | None = None
+        self.gossip_backlog: Callable[[], int] = lambda: 0  # RPCs queued for the slowest peer
         self.last_block_wall: float | None = None
         self.commit_lock = trio.Lock()
 
@@ -140,10 +141,16 @@ class ChainService:
 
     async def gossip_loop(self) -> None:
         """Publish locally submitted txs in batches (many txs per gossip message)."""
-        interval = self.cfg.mempool.gossip_batch_interval_ms / 1000
+        mp = self.cfg.mempool
+        interval = mp.gossip_batch_interval_ms / 1000
         while True:
             await self._outbox_ready.wait()
             await trio.sleep(interval)  # gather a batch
+            waited = interval
+            while self.gossip_backlog() > mp.gossip_backlog_rpcs \
+                    and waited < mp.gossip_batch_max_wait_ms / 1000:
+                await trio.sleep(interval)  # peers are behind: fewer, larger messages
+                waited += interval
             raws, self._outbox = self._outbox, []
             self._outbox_ready = trio.Event()
             if self.publish is None:

@@ -112,6 +112,7 @@ class Node:
                                   self.events, self.metrics)
         self.chain.penalize = self.p2p.penalize
         self.chain.publish = self.p2p.publish
+        self.chain.gossip_backlog = self.p2p.gossip_backlog
         self._topic_handlers["txs"] = (self.chain.validate_tx_batch, self.chain.on_tx_batch)
         register_core(self.rpc, self)
         register_ledger(self.rpc, self)

@@ -466,6 +466,11 @@ class P2PNode:
                          for p, q in getattr(self.pubsub, "peer_queues", {}).items()]
         return out
 
+    def gossip_backlog(self) -> int:
+        """RPCs waiting in the fullest per-peer outbound gossip queue (0 before start)."""
+        queues = getattr(self.pubsub, "peer_queues", None) or {}
+        return max((len(getattr(q, "_queue", ())) for q in queues.values()), default=0)
+
     def topic_stats(self) -> dict[str, dict[str, int]]:
         return {t.name: {"received": t.received, "rejected": t.rejected, "ignored": t.ignored}
                 for t in self._topics.values()}

@@ -1,0 +1,52 @@
+"""Tx gossip batching: a congested network gets fewer, larger batches."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import trio
+
+from ledger.txbatch import decode_tx_batch
+from node.chain import ChainService
+from node.config import MempoolConfig
+from node.logs import get_logger
+
+
+def service(backlog: list[int]) -> Any:
+    """Just what ``gossip_loop`` touches, with a publish that records batch sizes."""
+    sent: list[int] = []
+
+    async def publish(topic: str, msg: bytes) -> None:
+        sent.append(len(decode_tx_batch(msg)))
+
+    svc = SimpleNamespace(cfg=SimpleNamespace(mempool=MempoolConfig()), _outbox=[],
+                          _outbox_ready=trio.Event(), publish=publish,
+                          gossip_backlog=lambda: backlog[0], log=get_logger("test"), sent=sent)
+    return svc
+
+
+async def submit_for(svc: Any, count: int, every: float = 0.01) -> None:
+    """A client submitting a 100-byte tx every ``every`` seconds."""
+    for _ in range(count):
+        svc._outbox.append(b"t" * 100)
+        svc._outbox_ready.set()
+        await trio.sleep(every)
+
+
+async def test_batches_grow_while_peers_are_behind(autojump_clock: Any) -> None:
+    for backlog, most in ((0, 10_000), (1000, 3)):
+        # Prepare: peers' queues hold ``backlog`` RPCs
+        svc = service([backlog])
+        async with trio.open_nursery() as n:
+            n.start_soon(ChainService.gossip_loop, svc)
+            # Execute: 2 s of submissions (200 txs)
+            await submit_for(svc, 200)
+            await trio.sleep(2.0)
+            n.cancel_scope.cancel()
+        # Assert: all gossiped; ~40 batches of 50 ms when idle, one per second when congested
+        assert sum(svc.sent) == 200
+        if backlog:
+            assert len(svc.sent) <= most
+        else:
+            assert len(svc.sent) >= 20
