@@ -37,7 +37,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fl.aggregate import Update, aggregate, quantize  # noqa: E402
-from fl.privacy import LAYOUTS, PARAMS, Layout, SecretContext, add, decrypt, encrypt  # noqa: E402
+from fl.privacy import (  # noqa: E402
+    LAYOUTS,
+    PARAMS,
+    Layout,
+    SecretContext,
+    ZeroPool,
+    add,
+    decrypt,
+    encrypt,
+)
 from fl.privacy.packing import from_grid, to_grid  # noqa: E402
 from fl.privacy.pipeline import PrivacyConfig  # noqa: E402
 from fl.simulate import RoundMetrics, SimConfig, SimResult, run_simulation  # noqa: E402
@@ -92,6 +101,25 @@ def micro(values: int, repeats: int) -> list[dict[str, Any]]:
              "max_residual": dec.max_residual}
         )  # fmt: skip
         print(f"  measured {rows[-1]['config']}", flush=True)
+        if pname == "n8192" and lname in ("exact", "packed2"):
+            # offline/online: the encryptions of zero made beforehand (not timed here; they
+            # cost what `encrypt` above costs), the online part is encoding + one addition
+            pool = ZeroPool(pub, int(q.size), layout)
+            pool.fill(repeats)
+            t0 = time.process_time()
+            pool.fill(1)
+            t_off = time.process_time() - t0
+            blob2, t_on = _cpu(lambda: encrypt(q, pub, layout, 1, zeros=pool), repeats)  # noqa: B023
+            assert np.array_equal(decrypt(add([blob2], pub), sk).values,
+                                  from_grid(to_grid(q, layout), layout))
+            rows.append(
+                {"config": f"CKKS {pname}, {lname}, online (encryptions of zero made offline: "
+                           f"{t_off * MILLION / values:.2f} s per 1M)",
+                 "encrypt_s": t_on, "add_s": t_add / SUMMANDS, "decrypt_s": t_dec,
+                 "bytes": len(blob2), "security": PARAMS[pname].security_bits,
+                 "offline_s": t_off}
+            )  # fmt: skip
+            print(f"  measured {rows[-1]['config']}", flush=True)
     scale = MILLION / values
     print(
         f"\n### CKKS cost per 1M parameters ({values:,} values measured, {SUMMANDS} summands; "
@@ -162,8 +190,10 @@ def compare(
             m: RoundMetrics, name: str = name, cpu: list[float] = cpu, last: list[float] = last
         ) -> None:
             now = time.process_time()  # per-round CPU: neighbours on the machine do not inflate it
-            # The RDP accountant's step (reporting, not part of a round) is left out.
-            cpu.append(now - last[0] - m.privacy.get("accountant_seconds", 0.0))
+            # The RDP accountant's step (reporting, not part of a round) is left out, and so is
+            # the trainers' offline precomputation (made before the round, reported apart).
+            cpu.append(now - last[0] - m.privacy.get("accountant_seconds", 0.0)
+                       - m.privacy.get("precompute_cpu_seconds", 0.0))
             last[0] = now
             print(
                 f"{name} round {m.round}: acc {m.accuracy:.4f} "
@@ -212,6 +242,11 @@ def compare(
         f"add {np.mean([m.privacy['add_seconds'] for m in enc.rounds[steady]]):.3f}, "
         f"decrypt {np.mean([m.privacy['decrypt_seconds'] for m in enc.rounds[steady]]):.3f} s wall)"
     )
+    pre = [m.privacy.get("precompute_cpu_seconds", 0.0) for m in enc.rounds][steady]
+    print(
+        f"offline, before each round (the trainers' encryptions of zero, made while they wait; "
+        f"not in the round times above): {np.mean(pre):.3f} s CPU per round"
+    )
     # Deployment: trainers encrypt in parallel, so a round's critical path holds one trainer's
     # training and encryption, then the validators' add and the key holder's decryption.
     clients = 10
@@ -236,7 +271,7 @@ def compare(
     )
     return {
         pn: plain.to_plain(), hn: enc.to_plain(), "cpu": {k: v["cpu"] for k, v in out.items()},
-        "ratios": ratios,
+        "ratios": ratios, "offline_cpu_per_round": float(np.mean(pre)) if pre else 0.0,
     }  # fmt: skip
 
 
@@ -251,6 +286,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="part 1: median of this many runs")
     p.add_argument("--parts", default="micro,noise,mnist")
     p.add_argument("--json", dest="json_out", help="write the figures to this file")
+    p.add_argument("--no-precompute", action="store_true",
+                   help="mnist/dpratio: trainers encrypt from scratch (no offline encryptions of zero)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     report: dict[str, Any] = {}
@@ -263,7 +300,8 @@ def main() -> None:
             sys.exit("set FEDLEDGER_MNIST_DIR or pass --data-dir (or --parts micro)")
         report["mnist"] = compare(
             args.data_dir, args.rounds, args.device,
-            [("plaintext", PrivacyConfig()), ("HE", PrivacyConfig(mode="he"))],
+            [("plaintext", PrivacyConfig()),
+             ("HE", PrivacyConfig(mode="he", he_precompute=not args.no_precompute))],
             "MNIST FedAvg, plaintext vs CKKS (n8192, exact layout)",
         )  # fmt: skip
     if "dpratio" in args.parts:
@@ -272,7 +310,8 @@ def main() -> None:
         dp = {"clip": 0.3, "noise_multiplier": args.dp_z}
         report["dpratio"] = compare(
             args.data_dir, args.rounds, args.device,
-            [("DP", PrivacyConfig(mode="dp", **dp)), ("DP+HE", PrivacyConfig(mode="dp+he", **dp))],
+            [("DP", PrivacyConfig(mode="dp", **dp)),
+             ("DP+HE", PrivacyConfig(mode="dp+he", he_precompute=not args.no_precompute, **dp))],
             f"MNIST DP-FedAvg (clip 0.3, z {args.dp_z}), plaintext vs CKKS (n8192, layout fitted to the noise)",
         )  # fmt: skip
     print(f"\n{torch.get_num_threads()} torch thread(s), device {args.device}")

@@ -205,6 +205,8 @@ def run_simulation(
     initial = evaluate(net, test_set, device).accuracy
     history: list[RoundMetrics] = []
     for rnd in range(cfg.rounds):
+        if priv is not None:  # HE: trainers' offline work while they wait for the round
+            priv.precompute(cfg.per_round)
         t0 = time.perf_counter()
         round_rng = np.random.Generator(np.random.PCG64([cfg.seed, rnd]))
         sampled = sorted(round_rng.choice(cfg.clients, cfg.per_round, replace=False).tolist())

@@ -33,6 +33,7 @@ _HE = (
     "HeParams",
     "PublicContext",
     "SecretContext",
+    "ZeroPool",
     "add",
     "audit",
     "decrypt",

@@ -54,6 +54,9 @@ class PrivacyConfig:
     delta: float = 1e-5
     he_params: str = "n8192"
     he_layout: str = "auto"  # auto | exact | packed2 | packed3
+    # offline/online encryption: each trainer makes its encryptions of zero before the round
+    # (fl.privacy.he.ZeroPool), so a submission costs encoding and one addition per ciphertext
+    he_precompute: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -100,6 +103,10 @@ class RoundStats:
     add_seconds: float = 0.0
     decrypt_seconds: float = 0.0
     he_cpu_seconds: float = 0.0  # process CPU time of encrypt + add + decrypt
+    # offline: the trainers' encryptions of zero for this round, made before it (while they
+    # wait for it to open); not part of the round's critical path
+    precompute_seconds: float = 0.0
+    precompute_cpu_seconds: float = 0.0
     ciphertext_bytes: int = 0  # one submission
     clamped: int = 0
     he_equals_plaintext: bool | None = None
@@ -153,6 +160,7 @@ class PrivacyPipeline:
         self.dp: DpParams | None = None
         self.accountant: PrivacyAccountant | None = None
         self.layout: Layout | None = None
+        self.zeros: Any = None  # fl.privacy.he.ZeroPool under HE with he_precompute
         self.stats = RoundStats()
         if cfg.uses_dp:
             q = per_round / clients
@@ -169,6 +177,10 @@ class PrivacyPipeline:
             self.secret = SecretContext.generate(params)  # the task's key holder
             self.public = self.secret.public()  # what trainers and validators receive
             self.layout = self._layout(params.slot_bits, per_round, max_round_weight, num_params)
+            if cfg.he_precompute:
+                from fl.privacy.he import ZeroPool
+
+                self.zeros = ZeroPool(self.public, num_params, self.layout)
 
     def _layout(
         self, slot_bits: int, per_round: int, max_round_weight: int, num_params: int
@@ -185,6 +197,16 @@ class PrivacyPipeline:
     @property
     def frac_bits(self) -> int:
         return self.layout.frac_bits if self.layout is not None else SCALE_BITS
+
+    def precompute(self, updates: int) -> None:
+        """Before a round: the trainers' encryptions of zero for ``updates`` submissions
+        (each trainer makes its own while it waits; the harness makes them in one place)."""
+        if self.zeros is None:
+            return
+        t, c = time.perf_counter(), time.process_time()
+        self.zeros.fill(max(0, updates - len(self.zeros)))
+        self.stats.precompute_seconds += time.perf_counter() - t
+        self.stats.precompute_cpu_seconds += time.process_time() - c
 
     def weight(self, samples: int) -> int:
         return 1 if self.dp is not None else samples
@@ -212,7 +234,7 @@ class PrivacyPipeline:
             # The client fits its update into the task's range; the submission is what it encrypts.
             delta = from_grid(np.clip(grid, -bound, bound), self.layout)
             t, c = time.perf_counter(), time.process_time()
-            blob = encrypt(delta, self.public, self.layout, weight)
+            blob = encrypt(delta, self.public, self.layout, weight, zeros=self.zeros)
             self.stats.encrypt_seconds += time.perf_counter() - t
             self.stats.he_cpu_seconds += time.process_time() - c
             self.stats.ciphertext_bytes = len(blob)

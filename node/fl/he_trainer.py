@@ -4,7 +4,9 @@ The trainer joins with the public half of ``HOME/config/fl_x25519.key`` (32 raw 
 0600, made on first use) and trains a round only once a key holder's ``KeyShare`` for it is
 on chain. It opens the share (:func:`node.fl.keywrap.unwrap`, bound to chain, task, itself
 and the sending key holder), checks that the bundle names the task's public context, and
-encrypts its (DP-noised, under ``dp+he``) update with that public context. Only the
+encrypts its (DP-noised, under ``dp+he``) update with that public context: online, with an
+encryption of zero made after its previous submission while it waited for the next round
+(:class:`fl.privacy.ZeroPool`; the first round encrypts from scratch). Only the
 ciphertext leaves the trainer: the plaintext trained model and PoL objects are never
 written to its content store for an HE task.
 """
@@ -20,7 +22,7 @@ from ledger.fl import TaskState, get_key_share
 from node.fl.keywrap import X25519KeyPair, load_or_create_keypair, share_context, unwrap
 
 if TYPE_CHECKING:
-    from fl.privacy.he import PublicContext
+    from fl.privacy.he import PublicContext, ZeroPool
     from fl.privacy.packing import Layout
     from node.daemon import Node
 
@@ -34,6 +36,7 @@ class HeTask:
     public: PublicContext
     layout: Layout
     key_id: bytes
+    zeros: ZeroPool  # encryptions of zero for this task's updates, each used once
 
 
 class HeTrainer:
@@ -81,7 +84,11 @@ class HeTrainer:
         if tctx.key_id != bundle.key_id:
             raise ValueError("the task's public context is not the key the key holder shared")
         public = await trio.to_thread.run_sync(tctx.public_context)
-        he = HeTask(bytes(share.encrypted_key_cid), public, tctx.layout, tctx.key_id)
+        from fl.privacy.he import ZeroPool
+        from node.fl.he_work import model_size
+
+        zeros = ZeroPool(public, model_size(spec.model_id, dict(spec.model_config)), tctx.layout)
+        he = HeTask(bytes(share.encrypted_key_cid), public, tctx.layout, tctx.key_id, zeros)
         self.tasks[task_id] = he
         return he
 
@@ -95,9 +102,17 @@ class HeTrainer:
 
         def fn(gstate: dict[str, Any], trained: dict[str, Any]) -> bytes:
             # noise_seed None: fresh OS randomness (a seed anyone can derive voids DP)
-            out = encrypt_update(gstate, trained, he.public, he.layout, weight, dp)
+            out = encrypt_update(gstate, trained, he.public, he.layout, weight, dp,
+                                 zeros=he.zeros)
             self.last = {"task": task_id, "round": task.round, "bytes": len(out.blob),
                          "clamped": out.clamped, "clipped": out.clipped, "weight": out.weight}
             return out.blob
 
         return fn
+
+    async def top_up(self, task_id: int) -> None:
+        """Make the encryptions of zero for this task's next update (off the round's
+        critical path: called after a submission, while the round closes)."""
+        he = self.tasks.get(task_id)
+        if he is not None and len(he.zeros) == 0:
+            await trio.to_thread.run_sync(he.zeros.fill, 1)

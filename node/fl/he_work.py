@@ -233,13 +233,14 @@ class EncryptedUpdate:
 
 def encrypt_update(gstate: dict[str, Any], trained: dict[str, Any], ctx: PublicContext,
                    layout: Layout, weight: int, dp: Any = None,
-                   noise_seed: bytes | None = None) -> EncryptedUpdate:
+                   noise_seed: bytes | None = None, zeros: Any = None) -> EncryptedUpdate:
     """Encrypt ``weight x (trained - global)`` under the task's public key.
 
     The delta is taken exactly as the plaintext rule does (``quantize(trained) -
     quantize(global)`` at 2^-24). Under ``dp+he`` it is first clipped and noised on the
     layout's grid (``noise_seed=None``: fresh OS randomness, the only safe choice outside
-    tests). Coordinates beyond the layout's range are clamped and counted.
+    tests). Coordinates beyond the layout's range are clamped and counted. ``zeros``: the
+    trainer's :class:`fl.privacy.ZeroPool` (encryptions of zero made while it waited).
     """
     from fl.privacy import privatize
 
@@ -256,7 +257,7 @@ def encrypt_update(gstate: dict[str, Any], trained: dict[str, Any], ctx: PublicC
     bound = layout.value_bound
     clamped = int(np.count_nonzero(np.abs(grid) > bound))
     values = from_grid(np.clip(grid, -bound, bound), layout)
-    blob = encrypt(values, ctx, layout, weight)
+    blob = encrypt(values, ctx, layout, weight, zeros=zeros)
     return EncryptedUpdate(blob, int(values.size), weight, clamped, clipped)
 
 

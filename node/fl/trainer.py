@@ -218,6 +218,9 @@ class TrainerService:
                                          out.device, time.time()))
             self.log.info("update submitted", task=task_id, round=r, loss=round(out.mean_loss, 4),
                           seconds=round(out.seconds, 2), device=out.device)
+        if spec.uses_he:
+            async with self.cpu:
+                await self.he().top_up(task_id)
 
     async def _reveal(self, task_id: int, task: TaskState, seed: bytes) -> None:
         from node.fl.work import reveal_for

@@ -26,6 +26,7 @@ from fl.privacy import (
     PackingError,
     PublicContext,
     SecretContext,
+    ZeroPool,
     add,
     audit,
     decrypt,
@@ -156,6 +157,45 @@ def test_packed_layouts_sum_exactly_at_their_extremes(
     assert np.array_equal(total.values, sum(vals))
     # 12,000 values: 3 ciphertexts in the exact layout, 2 with two lanes, 1 with three.
     assert inspect(blobs[0]).chunks == {2: 2, 3: 1}[layout.lanes]
+
+
+def test_offline_online_encryption_sums_exactly_and_never_reuses_a_mask(
+    sk: SecretContext, pub: PublicContext
+) -> None:
+    # Prepare: 6 updates; a pool with encryptions of zero for 4 of them
+    deltas, weights = _updates(6, seed=11)
+    pool = ZeroPool(pub, N_VALUES, EXACT)
+    pool.fill(4)
+    assert len(pool) == 4 and pool.sizes == [4096, N_VALUES - 4096]
+
+    # Execute: the first 4 come from the pool (online: encode + add), the last 2 from
+    # scratch because the pool is empty by then
+    blobs = [encrypt(d, pub, EXACT, w, zeros=pool) for d, w in zip(deltas, weights)]
+
+    # Assert: the same exact sum as fresh encryptions, the same ciphertext format and size
+    assert len(pool) == 0 and pool.take() is None
+    total = decrypt(add(blobs, pub), sk)
+    assert np.array_equal(total.values, sum(np.int64(w) * d for d, w in zip(deltas, weights)))
+    assert total.max_residual <= PARAMS["n8192"].error_bound(6)
+    fresh = len(encrypt(deltas[0], pub, EXACT, weights[0]))  # SEAL compresses: +-a few bytes
+    assert all(abs(len(b) - fresh) < 64 for b in blobs[:4])
+    # each mask is fresh randomness used once: the same update encrypts differently
+    pool.fill(2)
+    a, b = (encrypt(deltas[0], pub, EXACT, 1, zeros=pool) for _ in range(2))
+    assert a != b
+    assert np.array_equal(decrypt(add([a], pub), sk).values, deltas[0])
+
+
+def test_a_zero_pool_for_other_settings_is_refused(
+    pub: PublicContext, other_sk: SecretContext
+) -> None:
+    d = _updates(1, seed=12)[0][0]
+    for pool in (ZeroPool(pub, N_VALUES + 1, EXACT), ZeroPool(pub, N_VALUES, LAYOUTS["packed2"]),
+                 ZeroPool(other_sk.public(), N_VALUES, EXACT)):
+        pool.fill(1)
+        with pytest.raises(HeError, match="zero pool"):
+            encrypt(d, pub, EXACT, 1, zeros=pool)
+        assert len(pool) == 1  # nothing was taken
 
 
 def test_addition_is_order_independent_and_deterministic(pub: PublicContext) -> None:

@@ -17,7 +17,7 @@ import torch
 
 from fl.models import build_model, state_dict_of, to_safetensors
 from fl.privacy import DpParams, HeError, HeKeyError, PublicContext, noise_seed, privatize
-from fl.privacy.he import PARAMS, decrypt, inspect
+from fl.privacy.he import PARAMS, ZeroPool, decrypt, inspect
 from fl.privacy.packing import Layout
 from node.fl.he_work import (
     HeTaskContext,
@@ -155,8 +155,10 @@ def test_he_round_equals_plaintext_fedavg(task: tuple) -> None:
     g, trained = _states(3)
     samples = [400, 500, 537]
     blobs = []
+    zeros = ZeroPool(public, 4810, layout)  # offline/online: 2 from the pool, 1 from scratch
+    zeros.fill(2)
     for t, n in zip(trained, samples):
-        out = encrypt_update(g, t, public, layout, n)
+        out = encrypt_update(g, t, public, layout, n, zeros=zeros)
         assert out.clamped == 0 and out.count == 4810
         check_submission(out.blob, public, layout, 4810, n)
         blobs.append(out.blob)
