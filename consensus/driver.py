@@ -745,12 +745,21 @@ class ConsensusDriver:
                 continue
             lo = self.core.round - 1
             for msg in list(self.own):
-                if _round_of(msg) >= lo:
+                if _round_of(msg) >= lo and self._resend_by_gossip(msg):
                     await self._send_message(msg)
             await self._send_message(CatchupRequest(self.height, self.core.round))
             if self.fetch_round is not None and not self._fetching:
                 self._spawn(self._fetch_round, self.height, self.core.round)
             wait = min(8.0, stalled + wait)  # next re-send after twice the silence so far
+
+    def _resend_by_gossip(self, msg: ConsensusMessage) -> bool:
+        """Whether a re-send of our own ``msg`` goes out as gossip. A proposal carries its
+        block (up to a MiB) and every direct peer forwards gossip to every other, so with 7
+        validators one re-sent proposal crossed 42 links, repeated by every stalled round's
+        re-sends and catch-up answers; where peers can fetch a round's messages over a
+        stream (``fetch_round``, which asks for proposals only when it lacks one), they take
+        the proposal from there and gossip re-sends carry votes only."""
+        return self.fetch_round is None or not isinstance(msg, ProposalMessage)
 
     async def _fetch_round(self, height: int, round_: int) -> None:
         assert self.fetch_round is not None
@@ -818,7 +827,7 @@ class ConsensusDriver:
         # Relaying everything held (as a first version did) made each request cost
         # nodes x (proposal + votes) publishes, and with trainers asking too, one stalled
         # height fed ten thousand messages to each node (measured) and starved the rounds.
-        msgs = [m for m in self.own if _round_of(m) == req.round]
+        msgs = [m for m in self.own if _round_of(m) == req.round and self._resend_by_gossip(m)]
         # dedupe by encoding: records holding maps (a TaskSpec in a block) are not hashable
         unique = {encode(m): m for m in msgs}
         for m in unique.values():

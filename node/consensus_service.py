@@ -131,7 +131,8 @@ def register_consensus(reg: Registry, node: Node) -> None:
                                "synced_blocks": svc.syncer.synced_blocks},
                 "gossip": {"topic_peers": node.p2p.topic_peers(),
                            "topic_stats": node.p2p.topic_stats(),
-                           "connected": node.p2p.connected_peers()}}
+                           "connected": node.p2p.connected_peers(),
+                           "shed_forwarded_txs": node.p2p.shed_forwarded_txs()}}
 
     reg.add("consensus_state", consensus_state)
     reg.add("dump_consensus_state", dump_consensus_state, operator=True)

@@ -305,6 +305,8 @@ class P2PNode:
         from libp2p.tools.anyio_service import background_trio_service
 
         self._build()
+        me = self.host.get_id().to_bytes()
+        _LOCAL_PEER_IDS.add(me)
         try:
             # Trap 6: the pubsub and router services must run before the host accepts streams.
             async with background_trio_service(self.pubsub), background_trio_service(self.router):
@@ -325,6 +327,7 @@ class P2PNode:
         finally:
             from node.logs import quiet_libp2p_for_shutdown
 
+            _LOCAL_PEER_IDS.discard(me)
             quiet_libp2p_for_shutdown()
             if self.wk.close_host and self.host is not None:
                 # Trap 5: leaving host.run() leaves sockets open; peers would never notice.
@@ -464,7 +467,23 @@ class P2PNode:
         out["pubsub_peers"] = sorted(str(p) for p in self.pubsub.peers)
         out["queued"] = [f"{str(p)[-6:]}:{len(q._queue)}"
                          for p, q in getattr(self.pubsub, "peer_queues", {}).items()]
+        kinds: dict[str, int] = {}  # what the queues hold, by topic (and bytes)
+        for q in getattr(self.pubsub, "peer_queues", {}).values():
+            pq = getattr(q, "_queue", None)
+            for rpc in [*getattr(pq, "_priority", ()), *getattr(pq, "_non_priority", ())]:
+                for m in getattr(rpc, "publish", ()):
+                    name = m.topicIDs[0].rsplit("/", 1)[-1] if m.topicIDs else "?"
+                    kinds[name] = kinds.get(name, 0) + 1
+                    kinds[name + "_bytes"] = kinds.get(name + "_bytes", 0) + len(m.data)
+        out["queued_by_topic"] = [f"{k}:{v}" for k, v in sorted(kinds.items())]
         return out
+
+    @staticmethod
+    def shed_forwarded_txs() -> int:
+        """Relayed tx RPCs refused behind a backlog since start (this process)."""
+        import libp2p.pubsub.pubsub as ps
+
+        return int(getattr(ps.RpcQueue, "shed", 0))
 
     def gossip_backlog(self) -> int:
         """RPCs waiting in the fullest per-peer outbound gossip queue (0 before start)."""
@@ -766,6 +785,24 @@ def _is_priority_rpc(rpc: Any) -> bool:
     return any(t.endswith(PRIORITY_TOPIC_SUFFIXES) for m in rpc.publish for t in m.topicIDs)
 
 
+# Load shedding: a peer's outbound queue holding this many RPCs refuses *forwarded* tx
+# gossip (another node's batch we relay). Direct peers forward to direct peers, so with n
+# fully connected validators a batch crosses n(n-1) links where n-1 carry it from its
+# author; behind a slow reader those copies queued by the thousand and kept 7 validators
+# crawling for minutes after a load (benchmarks/consensus.py). A tx we relay is one the
+# peer almost surely has from its author; our own txs and every other topic are never shed.
+SHED_FORWARDED_TXS_AT = 64
+SHED_TOPIC_SUFFIX = "/txs"
+_LOCAL_PEER_IDS: set[bytes] = set()  # peer ids of the hosts running in this process
+
+
+def _is_forwarded_tx_gossip(rpc: Any) -> bool:
+    return bool(rpc.publish) and all(
+        m.from_id not in _LOCAL_PEER_IDS and all(t.endswith(SHED_TOPIC_SUFFIX)
+                                                 for t in m.topicIDs)
+        for m in rpc.publish)
+
+
 # Trap 14: how long a signed peer record is reused before it is built (ours) or checked
 # (a peer's, when it sends the same bytes again) anew; the peerstore keeps records 2 h.
 PEER_RECORD_REUSE_S = 600.0
@@ -893,8 +930,15 @@ def enlarge_pubsub_queues(size: int) -> None:
             super().__init__(max_size=max_size, **kw)
             self.pending_since: float | None = None
 
+        shed = 0  # forwarded tx RPCs refused under backlog, all queues (class-wide)
+
         def push(self, rpc: Any, priority: bool = False) -> bool:
-            ok = super().push(rpc, priority or _is_priority_rpc(rpc))
+            priority = priority or _is_priority_rpc(rpc)
+            if not priority and len(self._queue) >= SHED_FORWARDED_TXS_AT \
+                    and _is_forwarded_tx_gossip(rpc):
+                LargeRpcQueue.shed += 1
+                return False
+            ok = super().push(rpc, priority)
             if ok and self.pending_since is None:
                 self.pending_since = trio.current_time()
             return ok

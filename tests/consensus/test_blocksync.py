@@ -122,3 +122,22 @@ async def test_fetch_gives_up_on_a_silent_peer(nursery: trio.Nursery, autojump_c
     with trio.fail_after(30):  # virtual time: the autojump clock skips the 5 s wait
         await syncer.fetch_round_messages(2, 0, False, take, timeout_s=5)
     assert got == [b"v"]
+
+
+def test_proposals_are_resent_by_gossip_only_where_peers_cannot_fetch_them() -> None:
+    """A stalled driver's gossip re-sends (and catch-up answers) carry its votes; its
+    proposal, block and all, goes only to peers that ask over a stream - unless there is
+    no stream fetch (then gossip is the only way)."""
+    from consensus.driver import ConsensusDriver
+    from consensus.messages import ProposalMessage, VoteMessage
+
+    d = ConsensusDriver.__new__(ConsensusDriver)
+    prop, vote = ProposalMessage.__new__(ProposalMessage), VoteMessage.__new__(VoteMessage)
+
+    async def fetch(height: int, round_: int, proposals: bool) -> None:
+        return None
+
+    d.fetch_round = fetch
+    assert d._resend_by_gossip(vote) and not d._resend_by_gossip(prop)
+    d.fetch_round = None
+    assert d._resend_by_gossip(vote) and d._resend_by_gossip(prop)

@@ -281,3 +281,36 @@ def test_consensus_gossip_overtakes_queued_tx_gossip() -> None:
     order = trio.run(main)
     assert order[:2] == [b"vote", b"evidence"]
     assert order[2:] == [b"tx0", b"tx1", b"tx2", b"tx3", b"tx4", b"block"]
+
+
+def test_forwarded_tx_gossip_is_shed_behind_a_backlog() -> None:
+    """Behind SHED_FORWARDED_TXS_AT queued RPCs, a relayed tx batch is refused; our own
+    txs and consensus messages are not."""
+    import libp2p.pubsub.pubsub as ps
+    from libp2p.pubsub.pb import rpc_pb2
+
+    import node.p2p as p2p_mod
+
+    me, other = b"\x00\x24me", b"\x00\x24other"
+
+    def rpc(topic: str, origin: bytes) -> rpc_pb2.RPC:
+        return rpc_pb2.RPC(publish=[rpc_pb2.Message(data=b"x", from_id=origin,
+                                                    topicIDs=[f"/fedledger/c/{topic}"])])
+
+    async def main() -> None:
+        q = ps.RpcQueue()
+        shed0 = type(q).shed
+        for _ in range(p2p_mod.SHED_FORWARDED_TXS_AT):
+            assert q.push(rpc("txs", other))  # below the mark: relayed like anything else
+        assert not q.push(rpc("txs", other))  # shed
+        assert q.push(rpc("txs", me))  # our own
+        assert q.push(rpc("consensus", other))  # another topic
+        assert q.push(rpc("blocks", other))
+        assert type(q).shed == shed0 + 1
+
+    enlarge_pubsub_queues(4096)
+    p2p_mod._LOCAL_PEER_IDS.add(me)
+    try:
+        trio.run(main)
+    finally:
+        p2p_mod._LOCAL_PEER_IDS.discard(me)
