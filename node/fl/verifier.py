@@ -255,18 +255,22 @@ class VerifierService:
         task = get_task(state, task_id)
         if task is None:
             raise ValueError(f"task {task_id} does not exist")
-        with trio.fail_after(wait_s):
-            while True:
-                missing = [t for t, _ in subs if (task_id, round_, t) not in self.work.checks]
-                if not missing:
-                    break
-                for t, s in subs:
-                    k = (task_id, round_, t)
-                    if k not in self.work.started and self._nursery is not None:
-                        self.work.started.add(k)
-                        self._nursery.start_soon(self._check_submission, task_id, task, t, s)
-                await self._changed.wait()
-        while key not in self.work.results:
+        while True:
+            with trio.fail_after(wait_s):
+                while True:
+                    missing = [t for t, _ in subs
+                               if (task_id, round_, t) not in self.work.checks]
+                    if not missing:
+                        break
+                    for t, s in subs:
+                        k = (task_id, round_, t)
+                        if k not in self.work.started and self._nursery is not None:
+                            self.work.started.add(k)
+                            self._nursery.start_soon(self._check_submission, task_id, task, t,
+                                                     s)
+                    await self._changed.wait()
+            if key in self.work.results:
+                return self.work.results[key]
             gen = self.work.generation.get((task_id, round_), 0)
             t0 = time.perf_counter()
             result = await self._aggregate(task_id, task, subs, unavailable)
@@ -275,8 +279,8 @@ class VerifierService:
                 self.work.results[key] = result
                 self.stats["rounds"] += 1
                 return result
-            # a verdict changed while we aggregated: compute again from the new ones
-        return self.work.results[key]
+            # a verdict changed (or was dropped for a re-check) while we aggregated: wait
+            # for the checks again and compute from the new verdicts
 
     async def _aggregate(self, task_id: int, task: TaskState, subs: list[Any],
                          unavailable: frozenset[bytes] = frozenset()) -> RoundResult:

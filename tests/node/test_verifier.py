@@ -151,3 +151,34 @@ async def test_a_verdict_that_changes_drops_the_cached_result(
     # Assert: the next result includes X
     again = await a.round_result(state, 1, 1)  # type: ignore[arg-type]
     assert len(again.accepted) == 3 and not again.rejected
+
+
+async def test_a_verdict_that_changes_during_aggregation_is_not_cached_stale(
+        tmp_path: Path, world: World, nursery: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: A cannot fetch X; while its first aggregation runs, a re-check (as in
+    # _recheck_unavailable) drops X's verdict and X's content becomes reachable
+    everything = set(world.objects)
+    a = validator(tmp_path, "a", world, everything - {world.subs[1][1].update_cid})
+    a._nursery = nursery
+    real = a._aggregate
+    calls = 0
+
+    async def racing(*args: Any) -> RoundResult:
+        nonlocal calls
+        calls += 1
+        result = await real(*args)
+        if calls == 1:
+            reach(a, world, everything)
+            a.work.checks.pop((1, 1, X))
+            a.work.started.discard((1, 1, X))
+            a._forget_results(1, 1)
+        return result
+
+    monkeypatch.setattr(a, "_aggregate", racing)
+
+    # Execute
+    res = await a.round_result(SimpleNamespace(height=10), 1, 1)  # type: ignore[arg-type]
+
+    # Assert: the stale first result was neither returned nor cached
+    assert calls == 2 and len(res.accepted) == 3
+    assert list(a.work.results.values()) == [res]
