@@ -755,7 +755,7 @@ class ConsensusDriver:
     def _resend_by_gossip(self, msg: ConsensusMessage) -> bool:
         """Whether a re-send of our own ``msg`` goes out as gossip. A proposal carries its
         block (up to a MiB) and every direct peer forwards gossip to every other, so with 7
-        validators one re-sent proposal crossed 42 links, repeated by every stalled round's
+        validators one re-sent proposal crossed 36 links, repeated by every stalled round's
         re-sends and catch-up answers; where peers can fetch a round's messages over a
         stream (``fetch_round``, which asks for proposals only when it lacks one), they take
         the proposal from there and gossip re-sends carry votes only."""

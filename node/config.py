@@ -99,7 +99,7 @@ class MempoolConfig:
     # while peers' outbound gossip queues hold more than gossip_backlog_rpcs RPCs, a batch
     # keeps gathering (up to gossip_batch_max_wait_ms): every message costs each node
     # milliseconds whatever its size, and with direct peers forwarding to direct peers a
-    # message crosses n(n-1) links, so fewer, larger batches are what a congested
+    # message crosses (n-1)^2 links, so fewer, larger batches are what a congested
     # network can still carry (benchmarks/consensus.py, 7 validators)
     gossip_backlog_rpcs: int = 32
     gossip_batch_max_wait_ms: int = 1000

@@ -787,7 +787,7 @@ def _is_priority_rpc(rpc: Any) -> bool:
 
 # Load shedding: a peer's outbound queue holding this many RPCs refuses *forwarded* tx
 # gossip (another node's batch we relay). Direct peers forward to direct peers, so with n
-# fully connected validators a batch crosses n(n-1) links where n-1 carry it from its
+# fully connected validators a batch crosses (n-1)^2 links where n-1 carry it from its
 # author; behind a slow reader those copies queued by the thousand and kept 7 validators
 # crawling for minutes after a load (benchmarks/consensus.py). A tx we relay is one the
 # peer almost surely has from its author; our own txs and every other topic are never shed.
