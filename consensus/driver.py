@@ -308,6 +308,15 @@ class ConsensusDriver:
         """Hand a verified gossip message to the driver task."""
         await self._send.send(_Msg(checked))
 
+    def deliver_nowait(self, checked: Checked) -> bool:
+        """Hand a message over from synchronous code (a gossip validator); False if the
+        driver's queue is full (the message is dropped: best effort, like gossip)."""
+        try:
+            self._send.send_nowait(_Msg(checked))
+        except trio.WouldBlock:
+            return False
+        return True
+
     # ------------------------------------------------------------ main task
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -747,7 +756,11 @@ class ConsensusDriver:
             for msg in list(self.own):
                 if _round_of(msg) >= lo and self._resend_by_gossip(msg):
                     await self._send_message(msg)
-            await self._send_message(CatchupRequest(self.height, self.core.round))
+            if self.core.is_validator:
+                # a full node has no votes to add: block sync and the stream fetch below
+                # bring it the decision, and its requests (ten trainers in the FL testnet)
+                # only made every validator re-send its votes to everyone
+                await self._send_message(CatchupRequest(self.height, self.core.round))
             if self.fetch_round is not None and not self._fetching:
                 self._spawn(self._fetch_round, self.height, self.core.round)
             wait = min(8.0, stalled + wait)  # next re-send after twice the silence so far
