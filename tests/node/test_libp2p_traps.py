@@ -314,3 +314,44 @@ def test_forwarded_tx_gossip_is_shed_behind_a_backlog() -> None:
         trio.run(main)
     finally:
         p2p_mod._LOCAL_PEER_IDS.discard(me)
+
+
+async def test_watchdog_closes_wedged_connections_but_not_for_its_own_starvation(
+        mock_clock: Any) -> None:
+    """A queue that stops moving while this process runs is a wedged connection; a queue
+    that did not move because this process itself did not run (CPU-starved) is not."""
+    from types import SimpleNamespace
+
+    from trio.testing import MockClock, wait_all_tasks_blocked
+
+    closed: list[str] = []
+
+    async def close(peer: str | None = None) -> None:
+        closed.append(str(peer))
+
+    def node(q: Any) -> Any:
+        return SimpleNamespace(cfg=SimpleNamespace(wedge_timeout_s=8),
+                               pubsub=SimpleNamespace(peer_queues={"peerA": q}),
+                               log=structlog.get_logger("test"), wedged_connections=0,
+                               _close_leftover_connections=close)
+
+    async def scenario(clock: MockClock, starve: bool) -> list[str]:
+        closed.clear()
+        q = SimpleNamespace(pending_since=None, _queue=[1])
+        n = node(q)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(P2PNode._watchdog, n)
+            await wait_all_tasks_blocked()
+            q.pending_since = trio.current_time()  # an RPC waits from now on
+            if starve:
+                clock.jump(20)  # the whole process was descheduled for 20 s
+                await wait_all_tasks_blocked()
+                assert closed == []
+            for _ in range(8):  # then 16 s in which this process runs and the queue does not
+                clock.jump(2)
+                await wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        return list(closed)
+
+    assert await scenario(mock_clock, starve=False) == ["peerA"]
+    assert await scenario(mock_clock, starve=True) == ["peerA"]  # later, once really stalled
