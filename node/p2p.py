@@ -225,7 +225,6 @@ class P2PNode:
         self.on_peer_connected: Callable[[str], None] | None = None
         self.connect_count: dict[str, int] = {}
         self.wedged_connections = 0
-        self._open_timeouts: dict[str, float] = {}  # peer -> time of its last open timeout
         # every muxed connection ever opened, so shutdown can close the ones py-libp2p
         # forgets (a deduplicated SwarmConn can drop out of its table with its socket open)
         self._muxed: dict[str, list[Any]] = {}
@@ -682,25 +681,12 @@ class P2PNode:
         # load: "handshake read failed", established=False); fail sooner and drop that
         # connection so the redial loop makes a fresh one.
         with trio.move_on_after(self.cfg.stream_open_timeout_s) as scope:
-            stream = await self.host.new_stream(ID.from_base58(peer_id), [TProtocol(protocol)])
-            self._open_timeouts.pop(peer_id, None)
-            return stream
+            return await self.host.new_stream(ID.from_base58(peer_id), [TProtocol(protocol)])
         assert scope.cancelled_caught
-        # One slow open is not a dead connection: on a CPU-starved machine (14 node processes
-        # on 2 cores) opens took over 6 s now and then, and dropping the connection each time
-        # made every node re-dial its peers in a loop. The second timeout within a minute is.
-        now = trio.current_time()
-        first = self._open_timeouts.get(peer_id)
-        if first is None or now - first > 60.0:
-            self._open_timeouts[peer_id] = now
-            self.log.info("stream open timed out", peer=peer_id, protocol=protocol,
-                          seconds=self.cfg.stream_open_timeout_s)
-        else:
-            self._open_timeouts.pop(peer_id, None)
-            self.log.info("stream open timed out again; dropping the connection", peer=peer_id,
-                          protocol=protocol, seconds=self.cfg.stream_open_timeout_s)
-            if self._nursery is not None:
-                self._nursery.start_soon(self._disconnect, peer_id)
+        self.log.info("stream open timed out; dropping the connection", peer=peer_id,
+                      protocol=protocol, seconds=self.cfg.stream_open_timeout_s)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._disconnect, peer_id)
         raise StreamOpenTimeout(f"opening {protocol} to {peer_id} took over "
                                 f"{self.cfg.stream_open_timeout_s} s")
 

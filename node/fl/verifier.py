@@ -462,15 +462,18 @@ class VerifierService:
         self.log.info("re-checking updates the proposer could fetch", task=got.task_id,
                       round=got.round, trainers=[t.hex()[:12] for t in stale])
 
-    async def process(self, state: ChainState, block: Block) -> str | None:
+    async def process(self, state: ChainState, block: Block, round_: int = 0) -> str | None:
         """ProcessProposal: None if the block's FL section is what this validator computes.
 
-        Availability is each validator's own view of the network, not a fact all share, so
-        the proposer's ``unavailable`` rejections are taken as given (they prove nothing and
-        cost the trainer nothing but this round) and everything else must match what we
-        compute on the same footing. Without that, a proposer that could not fetch an
-        update and validators that could would refuse each other's proposals until their
-        views happened to agree (seen: a round that did not close for six minutes)."""
+        Availability is each validator's own view of the network, not a fact all share. In
+        the height's first consensus round the result must match ours exactly: a nil
+        prevote hands the round to the next proposer, who may have the content (and our
+        re-fetches run meanwhile), so an honest update is not dropped for one proposer's
+        network. From round 1 on, the proposer's ``unavailable`` rejections are taken as
+        given (they prove nothing and cost the trainer only this round) and everything else
+        must match what we compute on that footing. Without that, a proposer that could not
+        fetch an update and validators that could refused each other's proposals until
+        their views happened to agree (seen: a round that did not close for six minutes)."""
         due = due_rounds(state, block.height)
         if not due:
             return None  # the contract's block validator already refused a stray section
@@ -479,7 +482,8 @@ class VerifierService:
             return "FL section missing while rounds are due"
         for got in pol.results:
             gone = frozenset(r.trainer for r in got.rejected
-                             if r.reason == "unavailable" and not r.proven)
+                             if r.reason == "unavailable" and not r.proven) \
+                if round_ >= 1 else frozenset()
             try:
                 mine = await self.round_result(state, got.task_id, got.round)
                 if gone and encode(mine) != encode(got):

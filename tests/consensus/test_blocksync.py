@@ -141,3 +141,25 @@ def test_proposals_are_resent_by_gossip_only_where_peers_cannot_fetch_them() -> 
     assert d._resend_by_gossip(vote) and not d._resend_by_gossip(prop)
     d.fetch_round = None
     assert d._resend_by_gossip(vote) and d._resend_by_gossip(prop)
+
+
+def test_catchup_requests_are_answered_but_not_relayed() -> None:
+    """The consensus topic's validator hands a catch-up request to the driver and returns
+    ignore (so py-libp2p does not forward it); other accepted messages are relayed."""
+    from types import SimpleNamespace
+
+    from consensus.driver import Checked, Verdict
+    from consensus.messages import CatchupRequest, VoteMessage
+    from node.consensus_service import ConsensusService
+    from node.p2p import Verdict as GossipVerdict
+
+    handed: list[Any] = []
+    msg: Any = CatchupRequest(5, 1)
+    driver = SimpleNamespace(check=lambda data: Checked(Verdict.ACCEPT, message=msg),
+                             deliver_nowait=handed.append)
+    svc: Any = SimpleNamespace(driver=driver)
+    v = ConsensusService.validate_consensus(svc, "peer", b"")
+    assert v.verdict is GossipVerdict.IGNORE and [c.message for c in handed] == [msg]
+    msg = VoteMessage.__new__(VoteMessage)
+    assert ConsensusService.validate_consensus(svc, "peer", b"").verdict is GossipVerdict.ACCEPT
+    assert len(handed) == 1

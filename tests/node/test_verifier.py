@@ -102,8 +102,12 @@ async def test_proposers_unavailable_verdicts_are_taken_as_given(
     assert [r.trainer for r in res_a.rejected] == [X]
     assert res_a.rejected[0].reason == "unavailable" and not res_a.rejected[0].proven
     assert len(res_b.accepted) == 3 and res_a.new_model_cid != res_b.new_model_cid
-    # ...and B accepts A's proposal: A's view of the network is not B's to dispute
-    assert await b.process(state, block(res_a)) is None  # type: ignore[arg-type]
+    # ...B refuses A's proposal in the height's first consensus round (the next proposer
+    # may have X's update), and accepts it from round 1 on: A's view of the network is not
+    # B's to dispute for ever
+    why = await b.process(state, block(res_a), 0)  # type: ignore[arg-type]
+    assert why is not None and "accepted" in why
+    assert await b.process(state, block(res_a), 1) is None  # type: ignore[arg-type]
     # A refuses B's proposal (it cannot reproduce an aggregate with X in it), says where
     # the results differ, and fetches X again
     why = await a.process(state, block(res_b))  # type: ignore[arg-type]
@@ -126,11 +130,11 @@ async def test_unavailable_claims_do_not_hide_a_wrong_model(
                          honest.aggregate_digest, world.global_cid, b"")
 
     # Execute
-    why = await b.process(state, block(forged))  # type: ignore[arg-type]
+    why = await b.process(state, block(forged), 1)  # type: ignore[arg-type]
 
     # Assert: refused, naming the field
     assert why is not None and "new_model_cid" in why
-    assert await b.process(state, block(honest)) is None  # type: ignore[arg-type]
+    assert await b.process(state, block(honest), 1) is None  # type: ignore[arg-type]
 
 
 async def test_a_verdict_that_changes_drops_the_cached_result(
