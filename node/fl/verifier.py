@@ -465,12 +465,12 @@ class VerifierService:
     async def process(self, state: ChainState, block: Block, round_: int = 0) -> str | None:
         """ProcessProposal: None if the block's FL section is what this validator computes.
 
-        Availability is each validator's own view of the network, not a fact all share. In
-        the height's first consensus round the result must match ours exactly: a nil
-        prevote hands the round to the next proposer, who may have the content (and our
-        re-fetches run meanwhile), so an honest update is not dropped for one proposer's
-        network. From round 1 on, the proposer's ``unavailable`` rejections are taken as
-        given (they prove nothing and cost the trainer only this round) and everything else
+        Availability is each validator's own view of the network, not a fact all share.
+        For one rotation of proposers (as many consensus rounds as there are validators)
+        the result must match ours exactly: a nil prevote hands the round to the next
+        proposer, who may have the content (and re-fetches run meanwhile), so an honest
+        update is not dropped for one proposer's network. After that, the proposer's
+        ``unavailable`` rejections are taken as given (they prove nothing and cost the trainer only this round) and everything else
         must match what we compute on that footing. Without that, a proposer that could not
         fetch an update and validators that could refused each other's proposals until
         their views happened to agree (seen: a round that did not close for six minutes)."""
@@ -483,7 +483,7 @@ class VerifierService:
         for got in pol.results:
             gone = frozenset(r.trainer for r in got.rejected
                              if r.reason == "unavailable" and not r.proven) \
-                if round_ >= 1 else frozenset()
+                if round_ >= _rotation(state) else frozenset()
             try:
                 mine = await self.round_result(state, got.task_id, got.round)
                 if gone and encode(mine) != encode(got):
@@ -496,6 +496,12 @@ class VerifierService:
                 self._recheck_unavailable(got, mine)
                 return _mismatch(got, mine)
         return None
+
+
+def _rotation(state: ChainState) -> int:
+    """Consensus rounds in which every validator proposes once (at equal power)."""
+    validators = getattr(state, "validators", None)
+    return max(1, len(getattr(validators, "validators", ())))
 
 
 def _mismatch(got: RoundResult, mine: RoundResult) -> str:

@@ -92,7 +92,7 @@ async def test_proposers_unavailable_verdicts_are_taken_as_given(
     a = validator(tmp_path, "a", world, everything - {world.subs[1][1].update_cid})
     b = validator(tmp_path, "b", world, everything)
     a._nursery = b._nursery = nursery
-    state = SimpleNamespace(height=10)
+    state = SimpleNamespace(height=10, validators=SimpleNamespace(validators=(1, 2, 3, 4)))
 
     # Execute: each computes its result
     res_a = await a.round_result(state, 1, 1)  # type: ignore[arg-type]
@@ -102,12 +102,13 @@ async def test_proposers_unavailable_verdicts_are_taken_as_given(
     assert [r.trainer for r in res_a.rejected] == [X]
     assert res_a.rejected[0].reason == "unavailable" and not res_a.rejected[0].proven
     assert len(res_b.accepted) == 3 and res_a.new_model_cid != res_b.new_model_cid
-    # ...B refuses A's proposal in the height's first consensus round (the next proposer
-    # may have X's update), and accepts it from round 1 on: A's view of the network is not
-    # B's to dispute for ever
-    why = await b.process(state, block(res_a), 0)  # type: ignore[arg-type]
-    assert why is not None and "accepted" in why
-    assert await b.process(state, block(res_a), 1) is None  # type: ignore[arg-type]
+    # ...B refuses A's proposal for one rotation of the 4 validators' proposers (the next
+    # proposer may have X's update), and accepts it after that: A's view of the network is
+    # not B's to dispute for ever
+    for r in range(4):
+        why = await b.process(state, block(res_a), r)  # type: ignore[arg-type]
+        assert why is not None and "accepted" in why
+    assert await b.process(state, block(res_a), 4) is None  # type: ignore[arg-type]
     # A refuses B's proposal (it cannot reproduce an aggregate with X in it), says where
     # the results differ, and fetches X again
     why = await a.process(state, block(res_b))  # type: ignore[arg-type]
@@ -124,17 +125,17 @@ async def test_unavailable_claims_do_not_hide_a_wrong_model(
     # aggregate of the other two
     b = validator(tmp_path, "b", world, set(world.objects))
     b._nursery = nursery
-    state = SimpleNamespace(height=10)
+    state = SimpleNamespace(height=10, validators=SimpleNamespace(validators=(1, 2, 3, 4)))
     honest = await b.round_result(state, 1, 1, unavailable=frozenset({X}))  # type: ignore[arg-type]
     forged = RoundResult(honest.task_id, honest.round, honest.accepted, honest.rejected,
                          honest.aggregate_digest, world.global_cid, b"")
 
     # Execute
-    why = await b.process(state, block(forged), 1)  # type: ignore[arg-type]
+    why = await b.process(state, block(forged), 4)  # type: ignore[arg-type]
 
     # Assert: refused, naming the field
     assert why is not None and "new_model_cid" in why
-    assert await b.process(state, block(honest), 1) is None  # type: ignore[arg-type]
+    assert await b.process(state, block(honest), 4) is None  # type: ignore[arg-type]
 
 
 async def test_a_verdict_that_changes_drops_the_cached_result(
