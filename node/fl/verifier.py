@@ -61,8 +61,7 @@ class Check:
 class _Work:
     checks: dict[tuple[int, int, bytes], Check] = field(default_factory=dict)
     started: set[tuple[int, int, bytes]] = field(default_factory=set)
-    results: dict[tuple[int, int, bytes, frozenset[bytes]], RoundResult] = field(
-        default_factory=dict)
+    results: dict[tuple[int, int, bytes], RoundResult] = field(default_factory=dict)
     # bumped whenever a verdict of the round changes: a result computed from the old
     # verdicts (an aggregation still running in its thread) must not be cached after that
     generation: dict[tuple[int, int], int] = field(default_factory=dict)
@@ -241,15 +240,11 @@ class VerifierService:
         g[(task_id, round_)] = g.get((task_id, round_), 0) + 1
 
     async def round_result(self, state: ChainState, task_id: int, round_: int,
-                           wait_s: float = 60.0,
-                           unavailable: frozenset[bytes] = frozenset()) -> RoundResult:
-        """The result of a due round (computed once; waits for pending checks).
-
-        ``unavailable``: trainers whose content is taken as unavailable whatever our own
-        verdict (a proposer's availability view, see ``process``)."""
+                           wait_s: float = 60.0) -> RoundResult:
+        """The result of a due round (computed once; waits for pending checks)."""
         subs = list_submissions(state, task_id, round_)
         fingerprint = encode([[t, s.update_cid] for t, s in subs])
-        key = (task_id, round_, fingerprint, unavailable)
+        key = (task_id, round_, fingerprint)
         if key in self.work.results:
             return self.work.results[key]
         task = get_task(state, task_id)
@@ -273,7 +268,7 @@ class VerifierService:
                 return self.work.results[key]
             gen = self.work.generation.get((task_id, round_), 0)
             t0 = time.perf_counter()
-            result = await self._aggregate(task_id, task, subs, unavailable)
+            result = await self._aggregate(task_id, task, subs)
             self.aggregate_seconds += time.perf_counter() - t0
             if self.work.generation.get((task_id, round_), 0) == gen:
                 self.work.results[key] = result
@@ -282,14 +277,11 @@ class VerifierService:
             # a verdict changed (or was dropped for a re-check) while we aggregated: wait
             # for the checks again and compute from the new verdicts
 
-    async def _aggregate(self, task_id: int, task: TaskState, subs: list[Any],
-                         unavailable: frozenset[bytes] = frozenset()) -> RoundResult:
+    async def _aggregate(self, task_id: int, task: TaskState, subs: list[Any]) -> RoundResult:
         from node.fl.work import Candidate, aggregate_round
 
         spec = task.spec
         checks = {t: self.work.checks[(task_id, task.round, t)] for t, _ in subs}
-        for t in unavailable & checks.keys():
-            checks[t] = Check(False, "unavailable", False)
         rejected: list[Rejection] = []
         cands: list[Candidate] = []
         for order, (t, s) in enumerate(sorted(subs, key=lambda ts: ts[1].height)):
@@ -421,9 +413,8 @@ class VerifierService:
 
     def _refresh_unavailable(self, state: ChainState, res: RoundResult) -> None:
         """Our result leaves out updates we could not fetch: fetch them again in the
-        background (the others take our word for it, see ``process``, but an honest
-        trainer should not lose its round to our network if another proposal can still
-        include it)."""
+        background, so that our next proposal includes them if they can be had (validators
+        that fetched them refuse a result without them, see ``process``)."""
         if self._nursery is None:
             return
         task = get_task(state, res.task_id)
@@ -465,15 +456,13 @@ class VerifierService:
     async def process(self, state: ChainState, block: Block, round_: int = 0) -> str | None:
         """ProcessProposal: None if the block's FL section is what this validator computes.
 
-        Availability is each validator's own view of the network, not a fact all share.
-        For one rotation of proposers (as many consensus rounds as there are validators)
-        the result must match ours exactly: a nil prevote hands the round to the next
-        proposer, who may have the content (and re-fetches run meanwhile), so an honest
-        update is not dropped for one proposer's network. After that, the proposer's
-        ``unavailable`` rejections are taken as given (they prove nothing and cost the trainer only this round) and everything else
-        must match what we compute on that footing. Without that, a proposer that could not
-        fetch an update and validators that could refused each other's proposals until
-        their views happened to agree (seen: a round that did not close for six minutes)."""
+        Availability is each validator's own view of the network, so both sides re-fetch
+        when views differ: a validator whose result calls an update unavailable that the
+        proposal accepts drops its verdict and fetches again (``_recheck_unavailable``), and
+        a proposer re-fetches the updates its own result calls unavailable (``prepare``).
+        Before the second half, a proposer that could not fetch an update kept proposing
+        without it and the validators that had it kept refusing (seen: a round that did not
+        close for six minutes). ``round_`` (the consensus round) is not used."""
         due = due_rounds(state, block.height)
         if not due:
             return None  # the contract's block validator already refused a stray section
@@ -481,14 +470,8 @@ class VerifierService:
         if not isinstance(pol, FLSection):
             return "FL section missing while rounds are due"
         for got in pol.results:
-            gone = frozenset(r.trainer for r in got.rejected
-                             if r.reason == "unavailable" and not r.proven) \
-                if round_ >= _rotation(state) else frozenset()
             try:
                 mine = await self.round_result(state, got.task_id, got.round)
-                if gone and encode(mine) != encode(got):
-                    mine = await self.round_result(state, got.task_id, got.round,
-                                                   unavailable=gone)
             except Exception as e:
                 return f"cannot reproduce round {got.task_id}/{got.round}: {e!r}"[:200]
             if encode(mine) != encode(got):
@@ -496,12 +479,6 @@ class VerifierService:
                 self._recheck_unavailable(got, mine)
                 return _mismatch(got, mine)
         return None
-
-
-def _rotation(state: ChainState) -> int:
-    """Consensus rounds in which every validator proposes once (at equal power)."""
-    validators = getattr(state, "validators", None)
-    return max(1, len(getattr(validators, "validators", ())))
 
 
 def _mismatch(got: RoundResult, mine: RoundResult) -> str:

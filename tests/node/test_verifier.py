@@ -85,7 +85,7 @@ def block(result: RoundResult) -> Any:
     return SimpleNamespace(height=10, pol=FLSection((result,)))
 
 
-async def test_proposers_unavailable_verdicts_are_taken_as_given(
+async def test_differing_availability_views_converge_by_refetching(
         tmp_path: Path, world: World, nursery: Any) -> None:
     # Prepare: validator A cannot fetch X's update, validator B can fetch everything
     everything = set(world.objects)
@@ -102,13 +102,17 @@ async def test_proposers_unavailable_verdicts_are_taken_as_given(
     assert [r.trainer for r in res_a.rejected] == [X]
     assert res_a.rejected[0].reason == "unavailable" and not res_a.rejected[0].proven
     assert len(res_b.accepted) == 3 and res_a.new_model_cid != res_b.new_model_cid
-    # ...B refuses A's proposal for one rotation of the 4 validators' proposers (the next
-    # proposer may have X's update), and accepts it after that: A's view of the network is
-    # not B's to dispute for ever
-    for r in range(4):
-        why = await b.process(state, block(res_a), r)  # type: ignore[arg-type]
-        assert why is not None and "accepted" in why
-    assert await b.process(state, block(res_a), 4) is None  # type: ignore[arg-type]
+    # ...B refuses A's proposal (it has X's update, which A left out), naming X
+    why = await b.process(state, block(res_a), 0)  # type: ignore[arg-type]
+    assert why is not None and "accepted" in why and X.hex()[:12] in why
+    # A's background re-fetch (as its prepare starts) brings X once it is reachable, and
+    # A's next result includes it
+    reach(a, world, everything)
+    await a._check_submission(1, world.task, X, world.subs[1][1])  # type: ignore[arg-type]
+    assert await a.round_result(state, 1, 1) == res_b  # type: ignore[arg-type]
+    reach(a, world, everything - {world.subs[1][1].update_cid})
+    a.work.checks[(1, 1, X)] = vmod.Check(False, "unavailable", False)
+    a._forget_results(1, 1)
     # A refuses B's proposal (it cannot reproduce an aggregate with X in it), says where
     # the results differ, and fetches X again
     why = await a.process(state, block(res_b))  # type: ignore[arg-type]
@@ -119,14 +123,13 @@ async def test_proposers_unavailable_verdicts_are_taken_as_given(
     assert await a.process(state, block(res_b)) is None  # type: ignore[arg-type]
 
 
-async def test_unavailable_claims_do_not_hide_a_wrong_model(
+async def test_a_wrong_model_is_refused_naming_the_field(
         tmp_path: Path, world: World, nursery: Any) -> None:
-    # Prepare: a proposal that calls X unavailable but carries a model that is not the
-    # aggregate of the other two
+    # Prepare: a proposal with the right verdicts but a model that is not the aggregate
     b = validator(tmp_path, "b", world, set(world.objects))
     b._nursery = nursery
     state = SimpleNamespace(height=10, validators=SimpleNamespace(validators=(1, 2, 3, 4)))
-    honest = await b.round_result(state, 1, 1, unavailable=frozenset({X}))  # type: ignore[arg-type]
+    honest = await b.round_result(state, 1, 1)  # type: ignore[arg-type]
     forged = RoundResult(honest.task_id, honest.round, honest.accepted, honest.rejected,
                          honest.aggregate_digest, world.global_cid, b"")
 
