@@ -215,8 +215,8 @@ class ConsensusDriver:
         self.started = trio.Event()
         self.height_started = trio.Event()
         # hooks the FL contract fills (ProcessProposal / PrepareProposal)
-        # ProcessProposal: (state, block, consensus round) -> None if valid, else why not
-        self.process_proposal: Callable[[ChainState, Block, int],
+        # ProcessProposal: (state, block) -> None if valid, else why not
+        self.process_proposal: Callable[[ChainState, Block],
                                         Awaitable[str | None]] | None = None
         self.prepare_pol: Callable[[ChainState], Awaitable[PolSection | None]] | None = None
         self.on_commit: Callable[[Block], Awaitable[None]] | None = None
@@ -643,7 +643,7 @@ class ConsensusDriver:
                 self.chain.app.validate_block(st, block, self.chain.store)
                 reason_or_none = None
                 if self.process_proposal is not None:
-                    reason_or_none = await self.process_proposal(st, block, round_)
+                    reason_or_none = await self.process_proposal(st, block)
                 valid = reason_or_none is None
                 reason = reason_or_none or ""
             except InvalidBlockError as e:

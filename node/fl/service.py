@@ -74,8 +74,8 @@ class FLServices:
             return _wrong_model_section(state, section)
         return section
 
-    async def process(self, state: ChainState, block: Block, round_: int = 0) -> str | None:
+    async def process(self, state: ChainState, block: Block) -> str | None:
         # A non-validator does not vote; a block that +2/3 precommitted is its truth.
         if not self.is_validator(state):
             return None
-        return await self.verifier.process(state, block, round_)
+        return await self.verifier.process(state, block)

@@ -453,7 +453,7 @@ class VerifierService:
         self.log.info("re-checking updates the proposer could fetch", task=got.task_id,
                       round=got.round, trainers=[t.hex()[:12] for t in stale])
 
-    async def process(self, state: ChainState, block: Block, round_: int = 0) -> str | None:
+    async def process(self, state: ChainState, block: Block) -> str | None:
         """ProcessProposal: None if the block's FL section is what this validator computes.
 
         Availability is each validator's own view of the network, so both sides re-fetch
@@ -462,7 +462,7 @@ class VerifierService:
         a proposer re-fetches the updates its own result calls unavailable (``prepare``).
         Before the second half, a proposer that could not fetch an update kept proposing
         without it and the validators that had it kept refusing (seen: a round that did not
-        close for six minutes). ``round_`` (the consensus round) is not used."""
+        close for six minutes)."""
         due = due_rounds(state, block.height)
         if not due:
             return None  # the contract's block validator already refused a stray section

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +30,7 @@ from ledger.fl.txs import Join
 from node.config import TrainerConfig, load_config, save_config
 from node.keys import load_account_key, save_account_key
 from node.ports import free_port_block
-from tests.node.node_helpers import FEDLEDGER, make_home, try_rpc, wait_for
+from tests.node.node_helpers import NodeProcess, make_home, try_rpc, wait_for
 from tests.node.test_rpc_ledger import Chain, running_chain
 
 runner = CliRunner()
@@ -256,13 +255,11 @@ def test_train_runs_the_node_as_a_trainer(tmp_path: Path) -> None:
     cfg.consensus.timeout_commit_ms = 200
     save_config(cfg, home.config_file)
     before = home.config_file.read_bytes()
-    log = open(tmp_path / "train.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [*FEDLEDGER, "train", "--home", str(home.root), "--dataset", "digits", "--partition",
-         "1/4", "--task", "1", "--device", "cpu", "--threads", "1", "--log-format", "json"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    node = NodeProcess(home.root, command=("train",), extra=[
+        "--dataset", "digits", "--partition", "1/4", "--task", "1", "--device", "cpu",
+        "--threads", "1"]).start()
     try:
-        wait_for(lambda: try_rpc(rpc, "status"), 60, "the node's RPC")
+        node.wait_rpc(rpc, 60)
         r = invoke("task", "create", "--home", str(home.root), "--rpc", rpc, "--name", "t",
                    "--clients-per-round", "1", "--rounds", "1", "--epochs", "1", "--json")
         assert r.exit_code == 0, r.stderr
@@ -278,12 +275,9 @@ def test_train_runs_the_node_as_a_trainer(tmp_path: Path) -> None:
         (res,) = json.loads(r.stdout)["results"]
         assert [c["trainer"] for c in res["accepted"]] == [me] and res["new_model_cid"]
         assert home.config_file.read_bytes() == before
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        assert node.stop(signal.SIGTERM, timeout=15) == 0, node.log_text()[-3000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
-    text = (tmp_path / "train.log").read_text(errors="replace")
+        if node.running:
+            node.kill()
+    text = node.log_text()
     assert "Traceback" not in text and '"tasks": ["1"]' in text

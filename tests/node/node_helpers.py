@@ -88,10 +88,10 @@ class NodeProcess:
     """`fedledger node run` as a separate OS process, with its log captured to a file."""
 
     def __init__(self, home: Path, extra: list[str] | None = None, log_name: str = "node.log",
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, command: tuple[str, ...] = ("node", "run")):
         self.home = home
         self.log_path = home / log_name
-        self.args = [*FEDLEDGER, "node", "run", "--home", str(home), "--log-format", "json",
+        self.args = [*FEDLEDGER, *command, "--home", str(home), "--log-format", "json",
                      *(extra or [])]
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -104,6 +104,20 @@ class NodeProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_rpc(self, addr: str, timeout: float) -> Any:
+        """Wait for the node's ``status`` RPC; fails at once if the process exits first, and
+        either failure carries the tail of the node's log (CI keeps no other trace of it)."""
+        def up() -> Any:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the node exited with {self.proc.returncode} before its "
+                                     "RPC came up")
+            return try_rpc(addr, "status")
+        try:
+            return wait_for(up, timeout, f"the node's RPC at {addr}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; its log ends:\n{self.log_text()[-3000:]}") from None
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int:
         assert self.proc is not None

@@ -103,7 +103,7 @@ async def test_differing_availability_views_converge_by_refetching(
     assert res_a.rejected[0].reason == "unavailable" and not res_a.rejected[0].proven
     assert len(res_b.accepted) == 3 and res_a.new_model_cid != res_b.new_model_cid
     # ...B refuses A's proposal (it has X's update, which A left out), naming X
-    why = await b.process(state, block(res_a), 0)  # type: ignore[arg-type]
+    why = await b.process(state, block(res_a))  # type: ignore[arg-type]
     assert why is not None and "accepted" in why and X.hex()[:12] in why
     # A's background re-fetch (as its prepare starts) brings X once it is reachable, and
     # A's next result includes it
@@ -134,11 +134,11 @@ async def test_a_wrong_model_is_refused_naming_the_field(
                          honest.aggregate_digest, world.global_cid, b"")
 
     # Execute
-    why = await b.process(state, block(forged), 4)  # type: ignore[arg-type]
+    why = await b.process(state, block(forged))  # type: ignore[arg-type]
 
     # Assert: refused, naming the field
     assert why is not None and "new_model_cid" in why
-    assert await b.process(state, block(honest), 4) is None  # type: ignore[arg-type]
+    assert await b.process(state, block(honest)) is None  # type: ignore[arg-type]
 
 
 async def test_a_verdict_that_changes_drops_the_cached_result(
