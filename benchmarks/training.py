@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fl.aggregate import Update, aggregate, quantize  # noqa: E402
+from fl.aggregate import ScreenContext, Update, aggregate, quantize  # noqa: E402
 from fl.data import Dataset, load_mnist, split  # noqa: E402
 from fl.models import build_model  # noqa: E402
 from fl.pol.precision import full_fp32  # noqa: E402
@@ -110,8 +110,9 @@ def bench_training(ds: Dataset, repeats: int, device: str) -> None:
 def bench_aggregation(sizes: list[int], n: int) -> None:
     print(f"\n### Aggregation of {n} updates (CPU seconds, one run each)\n")
     rules = ["fedavg", "median", "trimmed", "krum", "multikrum", "robust"]
-    print("| params | float32 mean (baseline) | quantize all | " + " | ".join(rules) + " |")
-    print("| ---: | ---: | ---: | " + " | ".join("---:" for _ in rules) + " |")
+    cols = [*rules, "robust + ScreenContext"]
+    print("| params | float32 mean (baseline) | quantize all | " + " | ".join(cols) + " |")
+    print("| ---: | ---: | ---: | " + " | ".join("---:" for _ in cols) + " |")
     for size in sizes:
         rng = np.random.default_rng(size)
         base = rng.normal(0, 0.01, size).astype(np.float32)
@@ -125,9 +126,11 @@ def bench_aggregation(sizes: list[int], n: int) -> None:
         del floats
         ups = [Update.of(q, int(rng.integers(10, 200)), i) for i, q in enumerate(qs)]
         cells = []
-        for rule in rules:
+        # the last 640 coordinates as the output layer (mnist_cnn's fc2.weight), batch 32
+        shaped = ScreenContext((size - 640, size), 32)
+        for rule, ctx in [*((r, None) for r in rules), ("robust", shaped)]:
             t = time.process_time()
-            aggregate(rule, ups)
+            aggregate(rule, ups, None, ctx)
             cells.append(f"{time.process_time() - t:.2f}")
         print(f"| {size:,} | {t_float:.3f} | {t_quant:.2f} | " + " | ".join(cells) + " |")
 

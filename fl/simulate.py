@@ -20,10 +20,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fl.aggregate import Update, aggregate, apply_delta, dequantize, quantize
+from fl.aggregate import ScreenContext, Update, aggregate, apply_delta, dequantize, quantize
 from fl.attacks import ATTACKS, AttackContext, craft, flip_labels, needs_own_training
 from fl.data import Dataset, dirichlet, iid, load_dataset, shards, split
-from fl.models import StateDict, build_model, flatten, state_dict_of, unflatten
+from fl.models import (
+    StateDict,
+    build_model,
+    flatten,
+    output_weight_range,
+    state_dict_of,
+    unflatten,
+)
 from fl.privacy.pipeline import PrivacyConfig, PrivacyPipeline
 from fl.train import TrainConfig, evaluate, select_device, train_local
 
@@ -176,6 +183,7 @@ def run_simulation(
     net = build_model(model_id, cfg.model_config, seed=cfg.seed)
     template = state_dict_of(net)
     global_q = quantize(flatten(template))
+    screen_ctx = ScreenContext(output_weight_range(net), cfg.train.batch_size)
     global_state = template
 
     rng = np.random.Generator(np.random.PCG64(cfg.seed))
@@ -265,7 +273,7 @@ def run_simulation(
         if priv is not None:
             result = priv.aggregate(updates, blobs)
         else:
-            result = aggregate(rule, updates, cfg.rule_params)
+            result = aggregate(rule, updates, cfg.rule_params, screen_ctx)
         global_q = quantize(dequantize(apply_delta(global_q, result.delta)))
         global_state = unflatten(dequantize(global_q), template)
         t_agg = time.perf_counter() - t1

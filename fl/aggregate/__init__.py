@@ -22,7 +22,7 @@ from fl.aggregate.rules import (
     norm_bound,
     trimmed_mean,
 )
-from fl.aggregate.screen import ScreenConfig, screen
+from fl.aggregate.screen import ScreenConfig, ScreenContext, screen
 from fl.aggregate.types import AggregateResult, Update, Verdict, canonical_order
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "AggregateResult",
     "AggregationError",
     "ScreenConfig",
+    "ScreenContext",
     "Update",
     "Verdict",
     "aggregate",

@@ -35,7 +35,7 @@ from fl.aggregate.rules import (
     trimmed_mean,
     weighted_mean,
 )
-from fl.aggregate.screen import ScreenConfig, screen
+from fl.aggregate.screen import ScreenConfig, ScreenContext, screen
 from fl.aggregate.types import AggregateResult, Update, Verdict, canonical_order
 
 __all__ = ["DEFAULT_RULE", "RULES", "aggregate", "apply_delta", "score_updates"]
@@ -98,16 +98,21 @@ def _default_f(n: int) -> int:
 
 
 def score_updates(
-    updates: Sequence[Update], rule: str = DEFAULT_RULE, params: dict[str, Any] | None = None
+    updates: Sequence[Update], rule: str = DEFAULT_RULE, params: dict[str, Any] | None = None,
+    context: ScreenContext | None = None,
 ) -> list[Verdict]:
     """Per-update verdicts (aligned with ``updates`` as given) under ``rule``."""
-    return aggregate(rule, updates, params).verdicts
+    return aggregate(rule, updates, params, context).verdicts
 
 
 def aggregate(
-    rule: str, updates: Sequence[Update], params: dict[str, Any] | None = None
+    rule: str, updates: Sequence[Update], params: dict[str, Any] | None = None,
+    context: ScreenContext | None = None,
 ) -> AggregateResult:
-    """Aggregate quantized deltas under ``rule``; bit-identical for any input order on any machine."""
+    """Aggregate quantized deltas under ``rule``; bit-identical for any input order on any machine.
+
+    ``context`` (the output layer's range, the local batch size) enables the ``robust``
+    screen's checks that need the model's shape; the other rules ignore it."""
     params = dict(params or {})
     ups = list(updates)
     _validate(ups)
@@ -160,7 +165,7 @@ def aggregate(
             canon_verdicts.append(Verdict(True, "clipped" if norm > max_norm else "ok", norm))
     elif rule == "robust":
         cfg = ScreenConfig.from_params(params)
-        canon_verdicts = screen(deltas, [ups[i].order for i in order], cfg)
+        canon_verdicts = screen(deltas, [ups[i].order for i in order], cfg, weights, context)
         kept = [i for i, v in enumerate(canon_verdicts) if v.accepted]
         if kept:
             chosen = [deltas[i] for i in kept]

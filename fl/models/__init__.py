@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         flatten,
         from_safetensors,
         num_params,
+        output_weight_range,
         parameter_order,
         state_dict_of,
         to_safetensors,
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
     )
 
 _WEIGHTS = {"ModelFormatError", "StateDict", "check_compatible", "flatten", "from_safetensors",
-            "num_params", "parameter_order", "state_dict_of", "to_safetensors", "unflatten"}
+            "num_params", "output_weight_range", "parameter_order", "state_dict_of",
+            "to_safetensors", "unflatten"}
 
 
 def __getattr__(name: str) -> Any:
@@ -55,6 +57,7 @@ __all__ = [
     "input_shape",
     "model_ids",
     "num_params",
+    "output_weight_range",
     "parameter_order",
     "resolve_config",
     "state_dict_of",

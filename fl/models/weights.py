@@ -21,6 +21,7 @@ __all__ = [
     "flatten",
     "from_safetensors",
     "num_params",
+    "output_weight_range",
     "parameter_order",
     "state_dict_of",
     "to_safetensors",
@@ -44,6 +45,24 @@ def state_dict_of(model: torch.nn.Module) -> StateDict:
 
 def parameter_order(state: Mapping[str, torch.Tensor]) -> list[tuple[str, tuple[int, ...]]]:
     return [(k, tuple(state[k].shape)) for k in sorted(state, key=lambda s: s.encode("utf-8"))]
+
+
+def output_weight_range(model: torch.nn.Module) -> tuple[int, int]:
+    """[start, end) of the output layer's weight (the last ``nn.Linear``) in the flat order.
+
+    The robustness screen reads sign statistics there: behind a ReLU and a softmax, every
+    honest client moves most of that matrix the same way (see docs/fl.md)."""
+    linears = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise ModelFormatError("the model has no linear output layer")
+    target = f"{linears[-1]}.weight" if linears[-1] else "weight"
+    offset = 0
+    for name, shape in parameter_order(model.state_dict()):
+        n = int(np.prod(shape, dtype=np.int64))
+        if name == target:
+            return offset, offset + n
+        offset += n
+    raise ModelFormatError(f"{target} is not in the state dict")
 
 
 def num_params(state: Mapping[str, torch.Tensor]) -> int:

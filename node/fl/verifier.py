@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ledger.block import Block, PolSection
     from ledger.chainstate import ChainState
     from node.daemon import Node
+    from node.fl.work import RoundComputation
 
 # PoL reasons that prove nothing against the trainer (our side could not check)
 _UNPROVEN = {"missing_content", "no_reveal", "verification_error", "unavailable", "bad_policy"}
@@ -278,7 +279,7 @@ class VerifierService:
             # for the checks again and compute from the new verdicts
 
     async def _aggregate(self, task_id: int, task: TaskState, subs: list[Any]) -> RoundResult:
-        from node.fl.work import Candidate, aggregate_round
+        from node.fl.work import Candidate, aggregate_round, screen_context
 
         spec = task.spec
         checks = {t: self.work.checks[(task_id, task.round, t)] for t, _ in subs}
@@ -296,9 +297,12 @@ class VerifierService:
         digest, new_cid = b"", bytes(task.global_model_cid)
         if cands:
             gbytes = await self._fetch(task.global_model_cid, f"global model task {task_id}")
+            def compute() -> RoundComputation:
+                ctx = screen_context(spec.model_id, spec.model_config, spec.train)
+                return aggregate_round(spec.rule, dict(spec.rule_params), gbytes, cands, ctx)
+
             async with self.cpu:
-                comp = await trio.to_thread.run_sync(
-                    aggregate_round, spec.rule, dict(spec.rule_params), gbytes, cands)
+                comp = await trio.to_thread.run_sync(compute)
             by_trainer = {c.trainer: c for c in cands}
             for t, err in comp.errors.items():
                 rejected.append(Rejection(t, by_trainer[t].update_cid, err[:64], 0, True))

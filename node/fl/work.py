@@ -17,6 +17,7 @@ import numpy as np
 
 from fl.aggregate import (
     AggregationError,
+    ScreenContext,
     Update,
     aggregate,
     apply_delta,
@@ -25,7 +26,14 @@ from fl.aggregate import (
     quantize_delta,
 )
 from fl.data import Dataset, data_commitment
-from fl.models import build_model, flatten, from_safetensors, to_safetensors, unflatten
+from fl.models import (
+    build_model,
+    flatten,
+    from_safetensors,
+    output_weight_range,
+    to_safetensors,
+    unflatten,
+)
 from fl.pol import PolVerdict, make_reveal, record_training, select_segments, verify
 from fl.train import TrainConfig
 from node.fl.sink import BufferedSink, PrefetchedSink
@@ -146,11 +154,19 @@ class RoundComputation:
     errors: dict[bytes, str] = field(default_factory=dict)  # trainer -> unusable update
 
 
+def screen_context(model_id: str, model_config: Mapping[str, Any],
+                   train: Mapping[str, Any]) -> ScreenContext:
+    """The robust screen's view of a task: its model's output layer and its local batch size."""
+    model = build_model(model_id, dict(model_config))
+    return ScreenContext(output_weight_range(model), int(train.get("batch_size", 0)))
+
+
 def aggregate_round(
     rule: str,
     params: Mapping[str, Any],
     global_bytes: bytes,
     candidates: Sequence[Candidate],
+    context: ScreenContext | None = None,
 ) -> RoundComputation:
     """Score and aggregate the candidates; the new global model, bit-identical everywhere."""
     gstate = load_state(global_bytes)
@@ -172,7 +188,7 @@ def aggregate_round(
     verdicts: dict[bytes, tuple[bool, str, int]] = {}
     if not updates:
         return RoundComputation({}, b"", to_safetensors(gstate), errors)
-    res = aggregate(rule, updates, dict(params))
+    res = aggregate(rule, updates, dict(params), context)
     for c, v in zip(kept, res.verdicts, strict=True):
         verdicts[c.trainer] = (v.accepted, v.reason, v.score)
     new_q = apply_delta(quantize(gvec), res.delta)

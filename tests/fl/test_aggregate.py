@@ -14,6 +14,7 @@ from fl.aggregate import (
     SCALE,
     AggregationError,
     ScreenConfig,
+    ScreenContext,
     Update,
     Verdict,
     aggregate,
@@ -289,6 +290,83 @@ def test_screen_thresholds_are_configurable() -> None:
     assert screen([*honest, honest[0] * 10], list(range(7)), lenient)[6].accepted
     strict = ScreenConfig.from_params({"min_cos": "0.99"})
     assert not any(vd.accepted for vd in screen(honest, list(range(6)), strict))
+
+
+def _non_iid(rng: np.random.Generator, n: int, size: int = 2000,
+             head: tuple[int, int] = (1800, 2000)) -> list[np.ndarray]:
+    """Updates whose bodies barely agree (non-IID clients) while their output-layer weights
+    all move down, as behind a ReLU and a softmax the rows of absent classes do."""
+    out = []
+    for _ in range(n):
+        v = rng.normal(0, 1, size)  # the body: each client its own direction
+        a, b = head
+        v[a:b] = -0.2 * np.abs(rng.normal(0.5, 1, b - a))
+        out.append(quantize((0.01 * v).astype(np.float32)))
+    return out
+
+
+def test_screen_rejects_a_sign_flip_the_output_layer_gives_away() -> None:
+    # Prepare: 8 non-IID honest updates and the attacker's own honest update negated, whose
+    # whole-vector cosine to the median is too close to 0 for the opposes_consensus check
+    rng = np.random.default_rng(11)
+    *honest, own = _non_iid(rng, 9)
+    flipped = -own
+    ctx = ScreenContext(head=(1800, 2000))
+    # Execute
+    blind = screen([*honest, flipped], list(range(9)))
+    seeing = screen([*honest, flipped], list(range(9)), context=ctx)
+    # Assert: only the output-layer check catches it, and it keeps every honest update
+    assert blind[8].accepted
+    assert [vd.accepted for vd in seeing[:8]] == [True] * 8
+    assert seeing[8].reason == "opposes_output_layer"
+    with pytest.raises(AggregationError, match="output layer range"):
+        screen(honest, list(range(8)), context=ScreenContext(head=(1900, 2100)))
+
+
+def _sized(rng: np.random.Generator, samples: list[int], batch: int = 32) -> list[np.ndarray]:
+    """Honest updates whose norms grow with their local SGD steps, as real ones do."""
+    ups = []
+    for w in samples:
+        v = rng.normal(0, 1, 1000)
+        v *= -(-w // batch) / np.linalg.norm(v)
+        ups.append(quantize((0.01 * v).astype(np.float32)))
+    return ups
+
+
+def test_screen_rejects_scaling_by_norm_per_step() -> None:
+    # Prepare: clients of 10 to 600 samples (1 to 19 steps), and a 10x scaled small client,
+    # still smaller than the largest honest update in raw norm; then half the round scaled
+    rng = np.random.default_rng(12)
+    samples = [10, 40, 80, 150, 300, 450, 600, 20]
+    honest = _sized(rng, samples)
+    scaled = honest[1] * 10
+    ctx = ScreenContext(local_batch=32)
+    # Execute
+    blind = screen([*honest, scaled], list(range(9)), weights=[*samples, 40])
+    seeing = screen([*honest, scaled], list(range(9)), weights=[*samples, 40], context=ctx)
+    half = honest[:5] + [u * 10 for u in honest[:5]]
+    many = screen(half, list(range(10)), weights=samples[:5] * 2, context=ctx)
+    # Assert: only the per-step check catches it; the lower third keeps its reference honest
+    # when half the round is scaled (the median would not)
+    assert blind[8].accepted
+    assert [vd.accepted for vd in seeing[:8]] == [True] * 8
+    assert seeing[8].reason == "norm_per_step_too_large"
+    assert not any(vd.accepted for vd in many[5:])
+    assert {vd.reason for vd in many[5:]} == {"norm_per_step_too_large", "norm_too_large"}
+    assert all(vd.accepted for vd in many[:5])
+
+
+def test_free_riders_do_not_lower_the_size_checks_median() -> None:
+    # Prepare: half the round resubmits the global model (zero deltas); one honest update
+    # is 6x the others, inside max_norm 8 x the honest median but not 8 x the median of all
+    rng = np.random.default_rng(13)
+    honest = _honest(rng, 5)
+    honest[4] = honest[4] * 6
+    zeros = [np.zeros_like(honest[0]) for _ in range(5)]
+    # Execute
+    verdicts = screen([*honest, *zeros], list(range(10)))
+    # Assert
+    assert [vd.reason for vd in verdicts] == ["ok"] * 5 + ["no_progress"] * 5
 
 
 def test_score_updates_default_rule() -> None:

@@ -11,7 +11,7 @@ import pytest
 SCRIPT = r"""
 import random, sys
 import numpy as np
-from fl.aggregate import Update, aggregate, quantize
+from fl.aggregate import ScreenContext, Update, aggregate, quantize
 
 rule, seed, shuffle = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rng = np.random.default_rng(seed)
@@ -21,7 +21,8 @@ ups = [Update.of(quantize((base + rng.normal(0, 0.01, 47_000)).astype(np.float32
 ups.append(Update.of(quantize((-3 * base).astype(np.float32)), 50, 12))
 if shuffle:
     random.Random(shuffle).shuffle(ups)
-res = aggregate(rule, ups)
+# the screen's shape-aware checks too: an output layer at the end, local batches of 32
+res = aggregate(rule, ups, None, ScreenContext((46_000, 47_000), 32))
 import hashlib
 from ledger.codec import encode
 verdicts = sorted((u.id, v) for u, v in zip(ups, res.verdicts))

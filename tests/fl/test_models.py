@@ -17,6 +17,7 @@ from fl.models import (
     input_shape,
     model_ids,
     num_params,
+    output_weight_range,
     parameter_order,
     state_dict_of,
     to_safetensors,
@@ -128,6 +129,30 @@ def test_flat_order_is_sorted_names_row_major() -> None:
     assert all(torch.equal(back[k], state[k]) for k in state)
     with pytest.raises(ModelFormatError, match="does not fit"):
         unflatten(np.zeros(5, np.float32), state)
+
+
+@pytest.mark.parametrize(
+    ("model_id", "weight", "shape"),
+    [("mlp", "net.3.weight", (10, 64)), ("mnist_cnn", "fc2.weight", (10, 64)),
+     ("cifar_cnn", "classifier.3.weight", (10, 128))],
+)
+def test_output_weight_range_is_the_last_linear_weight_in_flat_order(
+        model_id: str, weight: str, shape: tuple[int, int]) -> None:
+    # Prepare: the model's flat vector, with the output weight marked
+    model = build_model(model_id, seed=0)
+    state = state_dict_of(model)
+    state[weight] = torch.full(shape, 7.0)
+    # Execute
+    start, end = output_weight_range(model)
+    # Assert: exactly the marked coordinates (the name sort puts it anywhere, e.g. cifar's first)
+    flat = flatten(state)
+    assert end - start == shape[0] * shape[1]
+    assert np.flatnonzero(flat == 7.0).tolist() == list(range(start, end))
+
+
+def test_output_weight_range_needs_a_linear_layer() -> None:
+    with pytest.raises(ModelFormatError, match="no linear output layer"):
+        output_weight_range(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU()))
 
 
 # ------------------------------------------------------------------ GEMM convolution (PoL on CUDA)
