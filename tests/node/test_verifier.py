@@ -36,7 +36,8 @@ class World:
                                          sample_count=10 * (i + 1), height=5 + i))
                      for i, t in enumerate(TRAINERS)]
         spec = SimpleNamespace(rule="fedavg", rule_params={}, uses_he=False,
-                               pol_policy="off", privacy="none")
+                               pol_policy="off", privacy="none", model_id="mlp",
+                               model_config={}, train={"batch_size": 32})
         self.task = SimpleNamespace(round=1, status="open", spec=spec,
                                     global_model_cid=self.global_cid)
 
