@@ -302,9 +302,8 @@ def screen(
     # reference towards itself (with itself included, a sign-flipped update moves the
     # median enough to look aligned with it). Two passes: the updates the first pass finds
     # opposed leave the pool and every verdict is taken again against the median of the
-    # rest. Two or three sign flips among ten pull the median's output-layer signs towards
-    # zero, which cost honest updates their agreement (6 % of them rejected at 20 %
-    # sign flippers with one pass, measured).
+    # rest, since two or three opposed updates among ten pull the median towards them and
+    # lower the honest updates' cosines and skews.
     pool = [i for i in range(n) if reasons[i] is None] or list(range(n))
     first = _reference_checks(x, updates, bounds, norms2, pool, reasons, cfg, head)
     cleaned = [i for i in pool if first[0][i] is None]
