@@ -356,6 +356,23 @@ def test_screen_rejects_scaling_by_norm_per_step() -> None:
     assert all(vd.accepted for vd in many[:5])
 
 
+def test_iid_updates_near_the_mean_are_not_derived_but_the_mean_is() -> None:
+    # Prepare: IID clients, each update the shared direction plus a little of its own, so
+    # every one is within 2/5 of its norm of the mean of the others; then the exact mean
+    rng = np.random.default_rng(14)
+    signal = rng.normal(0, 1, 2000)
+    iid = [quantize((0.01 * (signal + 0.5 * rng.normal(0, 1, 2000))).astype(np.float32))
+           for _ in range(8)]
+    mean = np.rint(np.mean(iid, axis=0)).astype(np.int64)
+    # Execute
+    alone = screen(iid, list(range(8)))
+    with_mean = screen([*iid, mean], list(range(9)))
+    # Assert
+    assert all(vd.accepted for vd in alone)
+    assert with_mean[8].reason == "derived_from_others"
+    assert all(vd.accepted for vd in with_mean[:8])
+
+
 def test_free_riders_do_not_lower_the_size_checks_median() -> None:
     # Prepare: half the round resubmits the global model (zero deltas); one honest update
     # is 6x the others, inside max_norm 8 x the honest median but not 8 x the median of all
