@@ -2,12 +2,15 @@
 
     FEDLEDGER_MNIST_DIR=../shared/data/mnist python benchmarks/fl_robustness.py \
         [--rounds 20] [--workers 2] [--fractions 0.2,0.3] [--rules ...] [--attacks ...] [--json out.json]
+        [--validation 256]
 
 Same workload as benchmarks/fl_mnist.py (MNIST 8,000/2,000, 100 clients Dirichlet(0.5),
 10 per round, 2 local epochs) for fewer rounds. Per cell: final test accuracy, the
 fraction of poisoned updates rejected and the fraction of honest updates rejected,
 with the clean run of the same rule as the baseline. Rules that never reject
 (FedAvg, median, trimmed mean, norm bounding) show "-" for the rejection columns.
+``robust+val`` is the default rule with a public validation set of ``--validation``
+samples drawn from the training split (the screen's ``raises_validation_loss`` check).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # In priority order: jobs run rule by rule, so a campaign cut short still covers the default rule.
-RULES = ["robust", "fedavg", "multikrum", "krum", "median", "trimmed", "normbound"]
+RULES = ["robust+val", "robust", "fedavg", "multikrum", "krum", "median", "trimmed", "normbound"]
 RULE_PARAMS: dict[str, dict[str, Any]] = {"normbound": {"max_norm": "1.0"}}
 ATTACKS = [
     "sign_flip",
@@ -36,19 +39,22 @@ ATTACKS = [
     "free_rider",
     "free_rider_copy",
 ]
-REJECTING = {"krum", "multikrum", "robust"}
+REJECTING = {"krum", "multikrum", "robust", "robust+val"}
 
 
-def _run(job: tuple[str, str | None, float, int, str]) -> dict[str, Any]:
-    rule, attack, frac, rounds, data_dir = job
+def _run(job: tuple[str, str | None, float, int, str, int, str]) -> dict[str, Any]:
+    name, attack, frac, rounds, data_dir, validation, screen_params = job
+    rule = "robust" if name == "robust+val" else name
     import torch
 
     torch.set_num_threads(1)
     from fl.simulate import SimConfig, run_simulation
 
     cfg = SimConfig(
-        dataset="mnist", data_dir=data_dir, rounds=rounds, rule=rule, rule_params=RULE_PARAMS.get(rule, {}),
+        dataset="mnist", data_dir=data_dir, rounds=rounds, rule=rule,
+        rule_params={**RULE_PARAMS.get(rule, {}), **(json.loads(screen_params) if rule == "robust" else {})},
         attack=attack, malicious=frac if attack else 0.0, device="cpu", eval_every=rounds,
+        validation=validation if name == "robust+val" else 0,
     )  # fmt: skip
     r = run_simulation(cfg)
     reasons: dict[str, int] = {}
@@ -56,7 +62,7 @@ def _run(job: tuple[str, str | None, float, int, str]) -> dict[str, Any]:
         for k, v in m.reasons.items():
             reasons[k] = reasons.get(k, 0) + v
     return {
-        "rule": rule, "attack": attack, "malicious": frac, "accuracy": r.final_accuracy,
+        "rule": name, "attack": attack, "malicious": frac, "accuracy": r.final_accuracy,
         "poisoned": sum(m.poisoned for m in r.rounds), "poisoned_rejected": r.poisoned_rejected_fraction,
         "honest_rejected": r.honest_rejected_fraction, "reasons": reasons, "seconds": r.seconds,
     }  # fmt: skip
@@ -75,6 +81,8 @@ def main() -> None:
     p.add_argument("--rules", default=",".join(RULES))
     p.add_argument("--attacks", default=",".join(ATTACKS))
     p.add_argument("--json", dest="json_out")
+    p.add_argument("--validation", type=int, default=256, help="robust+val's validation samples")
+    p.add_argument("--screen-params", default="{}", help="JSON ScreenConfig overrides for robust")
     p.add_argument("--table-from", help="only print the table from a JSON file of an earlier run")
     args = p.parse_args()
     if not args.data_dir:
@@ -84,8 +92,9 @@ def main() -> None:
     jobs = [
         job
         for r in rules
-        for job in [(r, None, 0.0, args.rounds, args.data_dir)]
-        + [(r, a, f, args.rounds, args.data_dir) for f in fractions for a in attacks]
+        for job in [(r, None, 0.0, args.rounds, args.data_dir, args.validation, args.screen_params)]
+        + [(r, a, f, args.rounds, args.data_dir, args.validation, args.screen_params)
+           for f in fractions for a in attacks]
     ]
     if args.table_from:
         render(

@@ -39,6 +39,9 @@ def demo(
     rule: str = typer.Option("", "--rule", help="Aggregation rule (default: robust; fedavg "
                                                 "with privacy)."),
     pol: str = typer.Option("attest", "--pol", help="Proof-of-learning policy: replay, attest, off."),
+    validation: int = typer.Option(0, "--validation", min=0, max=4096,
+                                   help="Public validation set of N training samples: the robust "
+                                        "rule also rejects updates that raise its loss."),
     output: Path = typer.Option(Path("demo-out"), "--output", "-o", help="Plot and summary go here."),
     workdir: Path | None = typer.Option(None, "--workdir", help="Keep homes and logs here."),
     timeout: float = typer.Option(1800, "--timeout", help="Give up after this many seconds."),
@@ -50,6 +53,8 @@ def demo(
         fail(f"unknown dataset {dataset!r}: use digits, mnist or cifar10", code=2)
     if dataset != "digits" and not data_dir:
         fail(f"--dataset {dataset} needs --data-dir (only digits is embedded)", code=2)
+    if validation and (rule or ("fedavg" if privacy != "none" else "robust")) != "robust":
+        fail("--validation needs the robust rule (and privacy none)", code=2)
     n_bad = int(round(malicious * trainers))
     root = workdir or Path(tempfile.mkdtemp(prefix="fedledger-demo-"))
     output.mkdir(parents=True, exist_ok=True)
@@ -78,7 +83,7 @@ def demo(
         net.start()
         with console.status("starting the chain (validators reach height 2)..."):
             net.wait_chain(2)
-        task_id = net.create_task(opts)
+        task_id = net.create_task(opts, validation=_validation_set(cfg, validation))
         console.print(f"task {task_id} created at height {net.height()} "
                       f"({time.monotonic() - t0:.1f} s)")
         _follow(net, task_id, opts, rows, cfg, timeout, t0, evaluate_model)
@@ -93,6 +98,21 @@ def demo(
             console.print(f"node homes and logs kept in {root}")
     if not rows or len(rows) < rounds:
         raise typer.Exit(1)
+
+
+def _validation_set(cfg: Any, samples: int) -> bytes | None:
+    """``samples`` of the training split every node agrees on, seeded (ADR 0404)."""
+    if not samples:
+        return None
+    import numpy as np
+
+    from fl.data.validation import validation_to_bytes
+    from node.fl.data import train_test
+
+    train, _ = train_test(cfg.dataset, cfg.data_dir or None)
+    pick = np.sort(np.random.default_rng(0).choice(len(train), min(samples, len(train)),
+                                                   replace=False))
+    return validation_to_bytes(train.subset(pick, f"{cfg.dataset}-validation"))
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

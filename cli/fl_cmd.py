@@ -61,6 +61,9 @@ def simulate(
     ),
     he_params: str = typer.Option("n8192", help="HE: CKKS parameters n4096, n8192 or n16384"),
     he_layout: str = typer.Option("auto", help="HE: slot layout auto, exact, packed2 or packed3"),
+    validation: int = typer.Option(
+        0, min=0, help="robust: a public validation set of N samples from the training split"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON only"),
 ) -> None:
     """Run N clients for R rounds in one process and report per-round metrics."""
@@ -90,6 +93,7 @@ def simulate(
             rounds=rounds, partition=partition, alpha=alpha, shards_per_client=shards_per_client,
             seed=seed, rule=rule, rule_params=_parse_params(rule_param), attack=attack,
             malicious=malicious, centralized=centralized, device=device, privacy=priv,
+            validation=validation,
             train=TrainConfig(optimizer=optimizer, lr=lr, momentum=momentum, epochs=epochs, batch_size=batch_size),
         )  # fmt: skip
     except ValueError as e:
@@ -141,3 +145,31 @@ def simulate(
         + (f"; poisoned rejected {pr:.1%}" if pr is not None else "")
         + (f"; honest rejected {hr:.1%}" if hr is not None else "")
     )
+
+
+@app.command("validation-set")
+def validation_set(
+    out: str = typer.Argument(..., help="file to write (.safetensors)"),
+    dataset: str = typer.Option("digits", help="digits (embedded), mnist or cifar10"),
+    data_dir: str | None = typer.Option(None, help="directory with the MNIST IDX / CIFAR-10 files"),
+    samples: int = typer.Option(256, min=1, help="samples to draw (at most 4096)"),
+    seed: int = typer.Option(0, help="seed of the draw"),
+) -> None:
+    """Write a public validation set for `fedledger task create --validation` (ADR 0404)."""
+    import numpy as np
+
+    from fl.data import DatasetError, load_dataset
+    from fl.data.validation import validation_to_bytes
+
+    try:
+        data = load_dataset(dataset, data_dir)
+        if samples > len(data):
+            raise DatasetError(f"{dataset} has {len(data)} samples, fewer than {samples}")
+        pick = np.sort(np.random.default_rng(seed).choice(len(data), samples, replace=False))
+        blob = validation_to_bytes(data.subset(pick, f"{dataset}-validation"))
+        with open(out, "wb") as f:
+            f.write(blob)
+    except (DatasetError, OSError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    typer.echo(f"wrote {samples} {dataset} samples ({len(blob)} bytes) to {out}")

@@ -179,8 +179,10 @@ class Localnet:
 
     # ------------------------------------------------------------ tasks
 
-    def create_task(self, opts: TaskOptions, creator: int = 0) -> int:
-        """Store the initial model on ``creator``, sign TaskCreate with its account; task id."""
+    def create_task(self, opts: TaskOptions, creator: int = 0,
+                    validation: bytes | None = None) -> int:
+        """Store the initial model (and the public ``validation`` set, fl.data.validation
+        bytes) on ``creator``, sign TaskCreate with its account; task id."""
         from ledger.fl import TaskCreate
         from ledger.tx import sign_tx
         from node.keys import load_account_key
@@ -193,12 +195,21 @@ class Localnet:
         put = self.rpc(creator, "content_put", {"path": str(path.resolve()),
                                                 "pin": f"initial model {opts.name}"},
                        operator=True)
+        vcid = b""
+        if validation is not None:
+            vpath = self.root / f"validation-{opts.name}.safetensors"
+            vpath.write_bytes(validation)
+            vput = self.rpc(creator, "content_put", {"path": str(vpath.resolve()),
+                                                     "pin": f"validation set {opts.name}"},
+                            operator=True)
+            vcid = bytes(parse_cid(vput["cid"]))
         he = self.he_context(opts) if opts.privacy in ("he", "dp+he") else None
         spec = build_spec(opts, dataset=self.cfg.dataset,
                           trainers=opts.clients_per_round or self.cfg.trainers,
                           initial_model_cid=bytes(parse_cid(put["cid"])),
                           key_holders=(bytes.fromhex(he["holder"]),) if he else (),
-                          he_context_cid=bytes(parse_cid(he["cid"])) if he else b"")
+                          he_context_cid=bytes(parse_cid(he["cid"])) if he else b"",
+                          validation_cid=vcid)
         key = load_account_key(node.home.root, node.name)
         before = self.rpc(creator, "fl_tasks")["tasks"]
         nonce = int(self.account(key.address.hex(), creator).get("nonce", 0))

@@ -182,6 +182,10 @@ def create(
     initial_model: Path | None = typer.Option(None, "--initial-model",
                                               help="Initial weights (.safetensors; default: the "
                                                    "model drawn with --seed)."),
+    validation: Path | None = typer.Option(
+        None, "--validation",
+        help="Public validation set (.safetensors from `fedledger fl validation-set`): the "
+             "robust rule also rejects updates that raise its loss (ADR 0404)."),
     from_: str | None = typer.Option(None, "--from", "--account",
                                      help="Keyring key that signs and pays the pool "
                                           "(default: the home's moniker)."),
@@ -195,7 +199,13 @@ def create(
     """Create an FL task: store the initial model on the node, sign TaskCreate, wait for the
     block; prints the new task id."""
     from cli.keys import load_key
-    from cli.taskspec import TaskOptions, build_spec, check_initial_model, initial_model_bytes
+    from cli.taskspec import (
+        TaskOptions,
+        build_spec,
+        check_initial_model,
+        check_validation_set,
+        initial_model_bytes,
+    )
     from cli.tx import sign_for_node
     from ledger.fl import TaskCreate
     from storage.cid import parse_cid
@@ -237,11 +247,21 @@ def create(
         fail(f"cannot read {initial_model}: {e.strerror or e}")
     except ValueError as e:
         fail(f"invalid task: {e}")
+    if validation is not None:
+        if opts.rule != "robust":
+            fail(f"--validation needs the robust rule (--rule is {opts.rule})", code=2)
+        try:
+            check_validation_set(opts, validation.expanduser().read_bytes())
+        except OSError as e:
+            fail(f"cannot read {validation}: {e.strerror or e}")
+        except ValueError as e:
+            fail(f"invalid validation set {validation}: {e}")
     tok = _token(home, token)
 
-    def put_file(path: Path) -> dict[str, Any]:  # the node reads the file itself
+    def put_file(path: Path, what: str = "initial model") -> dict[str, Any]:
+        # the node reads the file itself
         return dict(_call(rpc, "content_put", {"path": str(path.resolve()),
-                                               "pin": f"initial model of {name}"},
+                                               "pin": f"{what} of {name}"},
                           token=tok, timeout=timeout))
 
     if initial_model is not None:
@@ -251,8 +271,11 @@ def create(
             path = Path(tmp) / "initial-model.safetensors"
             path.write_bytes(data)
             put = put_file(path)
+    vput = (put_file(validation.expanduser(), "validation set") if validation is not None
+            else None)
     spec = build_spec(opts, dataset=dataset, trainers=clients_per_round,
-                      initial_model_cid=bytes(parse_cid(put["cid"])))
+                      initial_model_cid=bytes(parse_cid(put["cid"])),
+                      validation_cid=bytes(parse_cid(vput["cid"])) if vput else b"")
     tx, nonce = sign_for_node(rpc, key, TaskCreate(spec), None)
     tx_hash = tx.hash.hex().upper()
     check = _call(rpc, "broadcast_tx_sync", {"tx": base64.b64encode(tx.encoded).decode()})
@@ -266,7 +289,8 @@ def create(
     task_id = int(_event_attr(result, "fl.task_created", "task") or 0)
     out = {"task_id": task_id, "tx_hash": tx_hash, "height": rec["height"],
            "creator": key.address.hex(), "nonce": nonce, "initial_model_cid": put["cid"],
-           "initial_model_bytes": put["size"]}
+           "initial_model_bytes": put["size"],
+           "validation_cid": vput["cid"] if vput else None}
     if json_out:
         print_json(out)
         return
@@ -277,6 +301,7 @@ def create(
         ("rule / privacy / PoL", f"{spec.rule} / {privacy} / {spec.pol_policy}"),
         ("pool / join bond", f"{pool} / {join_bond}"),
         ("initial model", f"{put['cid']} ({_size(put['size'])})"),
+        *([("validation set", f"{vput['cid']} ({_size(vput['size'])})")] if vput else []),
         ("creator", key.address.hex()), ("tx", f"{tx_hash} at height {rec['height']}")]))
 
 

@@ -70,7 +70,8 @@ def he_layout(opts: TaskOptions, *, trainers: int, max_round_samples: int) -> An
 
 
 def build_spec(opts: TaskOptions, *, dataset: str, trainers: int, initial_model_cid: bytes,
-               key_holders: tuple[bytes, ...] = (), he_context_cid: bytes = b"") -> TaskSpec:
+               key_holders: tuple[bytes, ...] = (), he_context_cid: bytes = b"",
+               validation_cid: bytes = b"") -> TaskSpec:
     """The TaskSpec of ``opts``; ``trainers`` is the clients-per-round default."""
     from fl.train import TrainConfig
 
@@ -91,7 +92,7 @@ def build_spec(opts: TaskOptions, *, dataset: str, trainers: int, initial_model_
         pol_k=opts.pol_k if opts.pol_policy != "off" and not he else 0,
         pool=opts.pool, trainer_reward_cap=opts.trainer_reward_cap,
         validator_share_ppm=opts.validator_share_ppm, join_bond=opts.join_bond,
-        slash_ppm=opts.slash_ppm, jail_after=opts.jail_after, validation_cid=b"",
+        slash_ppm=opts.slash_ppm, jail_after=opts.jail_after, validation_cid=validation_cid,
         initial_model_cid=initial_model_cid, key_holders=tuple(key_holders),
         he_context_cid=he_context_cid)
 
@@ -112,3 +113,14 @@ def check_initial_model(opts: TaskOptions, data: bytes) -> None:
 
     template = state_dict_of(build_model(opts.model_id, opts.model_config))
     check_compatible(from_safetensors(data), template)
+
+
+def check_validation_set(opts: TaskOptions, data: bytes) -> int:
+    """Raise ``ValueError`` unless ``data`` is a validation set (fl.data.validation) for
+    ``opts``'s model; returns its sample count."""
+    from fl.data.validation import validation_from_bytes
+    from fl.models import input_shape, resolve_config
+
+    cfg = resolve_config(opts.model_id, opts.model_config)
+    _, y = validation_from_bytes(data, input_shape(opts.model_id, cfg), int(cfg["num_classes"]))
+    return len(y)

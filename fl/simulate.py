@@ -31,6 +31,7 @@ from fl.models import (
     state_dict_of,
     unflatten,
 )
+from fl.models.exact import ExactModel, ValidationLoss
 from fl.privacy.pipeline import PrivacyConfig, PrivacyPipeline
 from fl.train import TrainConfig, evaluate, select_device, train_local
 
@@ -66,6 +67,9 @@ class SimConfig:
     device: str = "auto"
     eval_every: int = 1  # evaluate every k rounds (and always after the last); others report NaN
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # none | dp | he | dp+he
+    # A public validation set for the robust screen's loss check: this many samples drawn
+    # (seeded) from the training split, as a task's validation_cid names one. 0: none.
+    validation: int = 0
 
     def __post_init__(self) -> None:
         if self.attack is not None and self.attack not in ATTACKS:
@@ -78,6 +82,8 @@ class SimConfig:
             raise ValueError("rounds must be >= 0")
         if self.eval_every < 1:
             raise ValueError("eval_every must be >= 1")
+        if self.validation < 0:
+            raise ValueError("validation must be >= 0")
         if self.partition not in ("dirichlet", "iid", "shards"):
             raise ValueError(f"unknown partition {self.partition!r}")
         if self.privacy.mode != "none" and (self.rule != "fedavg" or self.centralized):
@@ -184,6 +190,12 @@ def run_simulation(
     template = state_dict_of(net)
     global_q = quantize(flatten(template))
     screen_ctx = ScreenContext(output_weight_range(net), cfg.train.batch_size)
+    validation = None  # (exact model, x, y): the robust screen's loss check (ADR 0404)
+    if cfg.validation:
+        pick = np.sort(np.random.Generator(np.random.PCG64([cfg.seed, 0x56414C])).choice(
+            len(train_set), min(cfg.validation, len(train_set)), replace=False
+        ))
+        validation = (ExactModel(model_id, cfg.model_config), train_set.x[pick], train_set.y[pick])
     global_state = template
 
     rng = np.random.Generator(np.random.PCG64(cfg.seed))
@@ -273,7 +285,13 @@ def run_simulation(
         if priv is not None:
             result = priv.aggregate(updates, blobs)
         else:
-            result = aggregate(rule, updates, cfg.rule_params, screen_ctx)
+            round_ctx = screen_ctx
+            if validation is not None and rule == "robust":
+                exact, vx, vy = validation
+                round_ctx = dataclasses.replace(
+                    screen_ctx, validation=ValidationLoss(exact, global_q, vx, vy)
+                )
+            result = aggregate(rule, updates, cfg.rule_params, round_ctx)
         global_q = quantize(dequantize(apply_delta(global_q, result.delta)))
         global_state = unflatten(dequantize(global_q), template)
         t_agg = time.perf_counter() - t1

@@ -28,7 +28,15 @@ Checks, in order (the first that fails names the reason):
    norms of honest non-IID updates span a factor of 35, mostly because clients hold 5 to
    500 samples; per step they span about 10 early in training, which a 10x scaled update
    leaves (later the spread grows: docs/fl.md);
-8. ``derived_from_others``: ``|u - mean(others)|^2 < min_residual * |u|^2`` with the
+8. ``raises_validation_loss`` (when the task has a public validation set): the exact
+   validation loss of ``global + val_step * u`` exceeds the global model's by more than
+   ``max_val_rise`` x the global model's loss plus ``val_floor`` nats (FLTrust's root
+   dataset and the loss-based rejection of Fang et al. 2020, as one integer test;
+   :class:`fl.models.exact.ValidationLoss`). A step of 1/10 is the share an update has
+   in a round of ten: honest non-IID updates lower the loss or raise it a little at that
+   step, label-flipped and scaled ones raise it by half or more once the model has learnt
+   anything (docs/fl.md);
+9. ``derived_from_others``: ``|u - mean(others)|^2 < min_residual * |u|^2`` with the
    mean over the other accepted non-duplicate updates, and that residual below
    ``min_residual_rel`` x the median of the round's residuals: an update that is (nearly)
    the average of the rest carries no independent training signal (ALIE with small z,
@@ -45,7 +53,7 @@ every machine. The median statistics assume honest updates are a majority of the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -61,6 +69,7 @@ __all__ = ["ScreenConfig", "ScreenContext", "screen"]
 
 IntVec = npt.NDArray[np.int64]
 COS_SCALE = 10**6
+VAL_ONE = 1 << 28  # the validation oracle's unit: 2^-28 nats per sample
 
 
 def _frac(v: Any) -> Fraction:
@@ -88,6 +97,11 @@ class ScreenConfig:
     # ... while the cosine to the reference is at most this
     head_cos: Fraction = Fraction(1, 4)
     max_step_norm: Fraction = Fraction(5)
+    # raises_validation_loss: loss(global + val_step * u) - loss(global) above
+    # max_val_rise * loss(global) + val_floor (nats per sample)
+    val_step: Fraction = Fraction(1, 10)
+    max_val_rise: Fraction = Fraction(1, 2)
+    val_floor: Fraction = Fraction(1, 100)
     clip: Fraction = Fraction(1)  # accepted updates are clipped to clip x their median norm; 0: off
     # 1: weight accepted updates by samples x ReLU(cosine to the reference), FLTrust-style.
     # Off by default: on MNIST it slowed clean training and collapsed under 30 % sign flip
@@ -111,14 +125,17 @@ class ScreenConfig:
 
 @dataclass(frozen=True)
 class ScreenContext:
-    """What the screen knows of the task beyond the flat vectors (both optional).
+    """What the screen knows of the task beyond the flat vectors (all optional).
 
     ``head``: [start, end) of the output layer's weight in the flat parameter order
     (:func:`fl.models.output_weight_range`); ``local_batch``: the task's local batch size,
-    with which the update weights (sample counts) give each update's SGD steps per epoch."""
+    with which the update weights (sample counts) give each update's SGD steps per epoch;
+    ``validation``: the exact validation loss of ``global + delta`` in 2^-28 nats per
+    sample, a pure function (:class:`fl.models.exact.ValidationLoss`)."""
 
     head: tuple[int, int] | None = None
     local_batch: int = 0
+    validation: Callable[[IntVec], int] | None = None
 
     def steps(self, weights: Sequence[int]) -> list[int] | None:
         if self.local_batch < 1:
@@ -189,6 +206,28 @@ def _step_norm_outliers(
     for i in live:
         if norms[i] * steps[r] * t.denominator > t.numerator * norms[r] * steps[i]:
             reasons[i] = "norm_per_step_too_large"
+
+
+def _validation_outliers(
+    updates: Sequence[IntVec], reasons: list[str | None], loss: Callable[[IntVec], int],
+    cfg: ScreenConfig,
+) -> None:
+    """Flag the accepted updates whose step of ``val_step`` raises the validation loss."""
+    step = cfg.val_step
+    if not 0 < step <= 1:
+        raise AggregationError(f"val_step must be in (0, 1], got {step}")
+    live = [i for i in range(len(updates)) if reasons[i] is None]
+    if not live:
+        return
+    base = loss(np.zeros_like(updates[0]))
+    rise, floor = cfg.max_val_rise, cfg.val_floor
+    for i in live:
+        li = loss((updates[i] * step.numerator) // step.denominator)
+        # li - base > rise * base + floor * VAL_ONE, over the common denominator
+        if ((li - base) * rise.denominator * floor.denominator
+                > rise.numerator * base * floor.denominator
+                + floor.numerator * VAL_ONE * rise.denominator):
+            reasons[i] = "raises_validation_loss"
 
 
 def _head_rises(u: IntVec, head: tuple[int, int], t: Fraction) -> bool:
@@ -319,10 +358,14 @@ def screen(
     # updates) do not pull the lower third down, which cost honest updates (measured).
     if steps is not None:
         _step_norm_outliers(norms, steps, reasons, cfg.max_step_norm)
+    if ctx.validation is not None:
+        _validation_outliers(updates, reasons, ctx.validation, cfg)
 
     # Residual against the mean of the other distinct updates, without division:
     # |u - S'/(k)|^2 < r |u|^2  <=>  |k u - S'|^2 < r k^2 |u|^2, S' = sum of the k others.
-    distinct = [i for i in pool if reasons[i] != "norm_per_step_too_large"]
+    distinct = [
+        i for i in pool if reasons[i] not in ("norm_per_step_too_large", "raises_validation_loss")
+    ]
     k = len(distinct) - 1
     if k >= 2:
         total = x[distinct].sum(axis=0)

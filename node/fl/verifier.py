@@ -279,6 +279,7 @@ class VerifierService:
             # for the checks again and compute from the new verdicts
 
     async def _aggregate(self, task_id: int, task: TaskState, subs: list[Any]) -> RoundResult:
+        from fl.data import DatasetError
         from node.fl.work import Candidate, aggregate_round, screen_context
 
         spec = task.spec
@@ -297,8 +298,17 @@ class VerifierService:
         digest, new_cid = b"", bytes(task.global_model_cid)
         if cands:
             gbytes = await self._fetch(task.global_model_cid, f"global model task {task_id}")
+            vbytes = (await self._fetch(spec.validation_cid, f"validation set task {task_id}")
+                      if spec.validation_cid and spec.rule == "robust" else None)
+
             def compute() -> RoundComputation:
-                ctx = screen_context(spec.model_id, spec.model_config, spec.train)
+                try:
+                    ctx = screen_context(spec.model_id, spec.model_config, spec.train, vbytes,
+                                         gbytes)
+                except DatasetError as e:  # the same bytes fail on every validator alike
+                    self.log.warning("validation set unusable, screening without it",
+                                     task=task_id, error=str(e)[:200])
+                    ctx = screen_context(spec.model_id, spec.model_config, spec.train)
                 return aggregate_round(spec.rule, dict(spec.rule_params), gbytes, cands, ctx)
 
             async with self.cpu:

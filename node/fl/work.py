@@ -8,6 +8,7 @@ computes here is deterministic (docs/fl-chain.md section 5).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -154,11 +155,30 @@ class RoundComputation:
     errors: dict[bytes, str] = field(default_factory=dict)  # trainer -> unusable update
 
 
-def screen_context(model_id: str, model_config: Mapping[str, Any],
-                   train: Mapping[str, Any]) -> ScreenContext:
-    """The robust screen's view of a task: its model's output layer and its local batch size."""
+def screen_context(model_id: str, model_config: Mapping[str, Any], train: Mapping[str, Any],
+                   validation: bytes | None = None,
+                   global_bytes: bytes | None = None) -> ScreenContext:
+    """The robust screen's view of a task: its model's output layer, its local batch size and,
+    when the task names a validation set (``validation``, with the round's global model
+    ``global_bytes``), the exact validation loss (ADR 0404).
+
+    A validation set that does not parse or does not fit the model raises
+    :class:`fl.data.DatasetError`; it does so on every validator alike (the same bytes), so
+    the verifier then screens without it rather than never closing the task's rounds."""
+    from fl.data.validation import validation_from_bytes
+    from fl.models import input_shape, resolve_config
+    from fl.models.exact import ExactModel, ValidationLoss
+
     model = build_model(model_id, dict(model_config))
-    return ScreenContext(output_weight_range(model), int(train.get("batch_size", 0)))
+    ctx = ScreenContext(output_weight_range(model), int(train.get("batch_size", 0)))
+    if validation is None or global_bytes is None:
+        return ctx
+    config = resolve_config(model_id, dict(model_config))
+    x, y = validation_from_bytes(validation, input_shape(model_id, config),
+                                 int(config["num_classes"]))
+    gq = quantize(flatten(load_state(global_bytes)))
+    return dataclasses.replace(
+        ctx, validation=ValidationLoss(ExactModel(model_id, config), gq, x, y))
 
 
 def aggregate_round(

@@ -30,6 +30,7 @@ from ledger.fl.txs import Join
 from node.config import TrainerConfig, load_config, save_config
 from node.keys import load_account_key, save_account_key
 from node.ports import free_port_block
+from storage.cid import parse_cid
 from tests.node.node_helpers import NodeProcess, make_home, try_rpc, wait_for
 from tests.node.test_rpc_ledger import Chain, running_chain
 
@@ -110,15 +111,26 @@ async def test_task_create_list_status_model_and_infer(
         r = await cli("task", "create", "--name", "x", "--clients-per-round", "2",
                       "--initial-model", str(wrong), "--from", "alice", *common)
         assert r.exit_code == 1 and "invalid task" in r.stderr and "shape" in one_line(r.stderr)
+        val = tmp_path / "val.safetensors"
+        r = await cli("fl", "validation-set", str(val), "--samples", "40")
+        assert r.exit_code == 0 and "wrote 40 digits samples" in r.stdout
+        garbage = tmp_path / "garbage.safetensors"
+        garbage.write_bytes(b"\x08" + bytes(40))
+        r = await cli("task", "create", "--name", "x", "--clients-per-round", "2",
+                      "--validation", str(garbage), "--from", "alice", *common)
+        assert r.exit_code == 1 and "invalid validation set" in r.stderr
+        assert "not valid safetensors" in one_line(r.stderr)
         assert len(chain.node.chain.mempool) == 0
 
         r = await create_task(chain, "--name", "digits-mlp", "--dataset", "digits",
                               "--clients-per-round", "2", "--rounds", "2", "--round-blocks",
                               "20", "--epochs", "1", "--seed", "3", "--from", "alice",
-                              "--json", *common)
+                              "--validation", str(val), "--json", *common)
         assert r.exit_code == 0, r.stderr
         created = json.loads(r.stdout)
         assert created["task_id"] == 1 and created["creator"] == chain.wallet(0).address.hex()
+        assert chain.node.content.store.get_bytes(parse_cid(created["validation_cid"])) \
+            == val.read_bytes()
         r = await create_task(chain, "--name", "second", "--clients-per-round", "1",
                               "--model-config", "hidden=32,16", "--privacy", "dp", "--from",
                               "alice", *common)
@@ -130,6 +142,8 @@ async def test_task_create_list_status_model_and_infer(
         assert [t["id"] for t in tasks] == [1, 2]
         t1 = tasks[0]
         assert t1["spec"]["initial_model_cid"] == created["initial_model_cid"]
+        assert t1["spec"]["validation_cid"] == created["validation_cid"]
+        assert tasks[1]["spec"]["validation_cid"] in ("", None)
         assert t1["spec"]["train"]["seed"] == 4 and t1["spec"]["model_id"] == "mlp"
         assert tasks[1]["spec"]["model_config"] == {"hidden": [32, 16]}
         r = await cli("task", "list", "--rpc", rpc)

@@ -13,12 +13,15 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cli.localnet import LocalnetConfig
 from cli.taskspec import TaskOptions
 from consensus.core import ProposerSelector
 from consensus.schedule import ProposerSchedule
+from fl.data import load_digits
+from fl.data.validation import validation_to_bytes
 from ledger.genesis import load_genesis
 from node.config import save_config
 from tests.e2e.helpers import (
@@ -57,11 +60,16 @@ def assert_validators_agree(model_cids: list[list[str]], rounds: int) -> None:
 
 def test_task_runs_to_the_end_and_survives_a_killed_validator(tmp_path: Path) -> None:
     """Acceptance 1 (short), 5 and 6: 4 validators, 3 trainers, digits, 3 rounds; validator 3
-    is SIGKILLed after round 1 and restarted after round 2."""
+    is SIGKILLed after round 1 and restarted after round 2. The task names a public
+    validation set, so every validator also runs the screen's exact-integer loss check
+    (ADR 0404) and must reach the same verdicts."""
     net = start_net(tmp_path, LocalnetConfig(validators=4, trainers=3))
     try:
         opts = digits_task()
-        task_id = net.create_task(opts)
+        validation = validation_to_bytes(load_digits().subset(np.arange(0, 1797, 9)))
+        task_id = net.create_task(opts, validation=validation)
+        spec = net.task(task_id)["spec"]
+        assert spec["validation_cid"] and spec["rule"] == "robust"
         net.wait(lambda: (net.task(task_id) or {}).get("rounds_done", 0) >= 1, 240,
                  "round 1 to close")
         net.kill(3)
@@ -73,6 +81,7 @@ def test_task_runs_to_the_end_and_survives_a_killed_validator(tmp_path: Path) ->
 
         # every validator, the restarted one included, committed the same model each round
         assert_validators_agree(run.model_cids, 3)
+        assert not any(log_lines(net, i, "validation set unusable") for i in range(4))
         assert all(len(r["accepted"]) == 3 and not r["rejected"] for r in run.results)
         # it learned: the final model is far above chance on held-out data
         assert run.accuracies[-1] >= 0.70, run.accuracies

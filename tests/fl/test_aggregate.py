@@ -356,6 +356,43 @@ def test_screen_rejects_scaling_by_norm_per_step() -> None:
     assert all(vd.accepted for vd in many[:5])
 
 
+VAL_ONE = 1 << 28
+
+
+def test_screen_rejects_what_raises_the_validation_loss() -> None:
+    # Prepare: a loss oracle that rises with the first coordinate (the validation set's
+    # view of a poisoned direction), and a poisoned update the other checks cannot see
+    rng = np.random.default_rng(13)
+    honest = _honest(rng, 8)
+    bad = _honest(rng, 1)[0]
+    bad[0] = 1 << 24
+    calls: list[int] = []
+
+    def loss(delta: np.ndarray) -> int:
+        calls.append(int(delta[0]))
+        return 2 * VAL_ONE + max(0, int(delta[0])) * 256
+
+    # Execute
+    blind = screen([*honest, bad], list(range(9)))
+    seeing = screen([*honest, bad], list(range(9)), context=ScreenContext(validation=loss))
+    # Assert: the step is 1/10 of each update (floored), the base is the zero delta
+    assert blind[8].accepted
+    assert [vd.accepted for vd in seeing[:8]] == [True] * 8
+    assert seeing[8].reason == "raises_validation_loss"
+    assert calls[0] == 0 and calls[-1] == (1 << 24) // 10 and len(calls) == 10
+
+
+@pytest.mark.parametrize(("rise", "accepted"), [(1344861634, True), (1344861635, False)])
+def test_validation_threshold_is_exact(rise: int, accepted: bool) -> None:
+    # base 10 nats: threshold 1/2 * 10 + 1/100 = 5.01 nats = 1344861634.56 units
+    honest = _honest(np.random.default_rng(14), 6)
+    ctx = ScreenContext(validation=lambda d: 10 * VAL_ONE + (rise if d.any() else 0))
+    verdicts = screen(honest, list(range(6)), context=ctx)
+    assert {vd.accepted for vd in verdicts} == {accepted}
+    with pytest.raises(AggregationError, match="val_step"):
+        screen(honest, list(range(6)), ScreenConfig.from_params({"val_step": 2}), context=ctx)
+
+
 def test_iid_updates_near_the_mean_are_not_derived_but_the_mean_is() -> None:
     # Prepare: IID clients, each update the shared direction plus a little of its own, so
     # every one is within 2/5 of its norm of the mean of the others; then the exact mean

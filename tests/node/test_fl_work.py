@@ -73,3 +73,45 @@ def test_train_verify_and_aggregate(tmp_path: Path, global_model: tuple[bytes, b
     bad = Candidate(b"\x09" * 20, b"\x01" * 36, 10, b"not safetensors", 9)
     c = aggregate_round("fedavg", {}, gbytes, [*cands, bad])
     assert bad.trainer in c.errors and c.new_model == a.new_model
+
+
+def test_screen_context_reads_the_tasks_validation_set(global_model: tuple[bytes, bytes]) -> None:
+    # Prepare: three honest updates and a 60-sample digits validation set
+    import numpy as np
+
+    from fl.aggregate import quantize
+    from fl.data import DatasetError, load_digits
+    from fl.data.validation import validation_to_bytes
+    from fl.models import flatten, from_safetensors
+    from fl.models.exact import ExactModel, ValidationLoss
+    from node.fl.work import screen_context
+
+    gbytes, gcid = global_model
+    round_id = hashlib.sha256(b"chain/1/2").digest()
+    outs = [train_round(TASK, gbytes, gcid, local_dataset(part(i)), round_id, CHUNK, "cpu")
+            for i in range(3)]
+    cands = [Candidate(bytes([i]) * 20, o.update_cid, o.samples, o.sink.objects[o.update_cid], i)
+             for i, o in enumerate(outs)]
+    digits = load_digits()
+    val = digits.subset(np.arange(60))
+    # Execute
+    ctx = screen_context("mlp", {}, TASK.train, validation_to_bytes(val), gbytes)
+    strict = aggregate_round("robust", {"max_val_rise": "-1"}, gbytes, cands, ctx)
+    plain = aggregate_round("robust", {"max_val_rise": "-1"}, gbytes, cands,
+                            screen_context("mlp", {}, TASK.train))
+    # Assert: the oracle is the exact loss around the round's global model, the screen uses it
+    # (a threshold every update exceeds), and an unusable set is an error (the verifier then screens without it)
+    assert ctx.validation is not None and ctx.local_batch == 16
+    gq = quantize(flatten(from_safetensors(gbytes)))
+    direct = ValidationLoss(ExactModel("mlp"), gq, val.x.reshape(60, 64), val.y)
+    zero = np.zeros_like(gq)
+    assert ctx.validation(zero) == direct(zero) > 0
+    assert not any(v[0] for v in strict.verdicts.values())
+    for t, v in plain.verdicts.items():  # what the plain screen accepted, the loss rejects
+        assert strict.verdicts[t][1] == ("raises_validation_loss" if v[0] else v[1])
+    assert sum(v[0] for v in plain.verdicts.values()) >= 2
+    with pytest.raises(DatasetError, match="not valid safetensors"):
+        screen_context("mlp", {}, TASK.train, b"not safetensors", gbytes)
+    with pytest.raises(DatasetError, match="label outside"):
+        bad = digits.subset(np.arange(5))
+        screen_context("mlp", {"num_classes": 3}, TASK.train, validation_to_bytes(bad), gbytes)

@@ -37,7 +37,7 @@ class World:
                      for i, t in enumerate(TRAINERS)]
         spec = SimpleNamespace(rule="fedavg", rule_params={}, uses_he=False,
                                pol_policy="off", privacy="none", model_id="mlp",
-                               model_config={}, train={"batch_size": 32})
+                               model_config={}, train={"batch_size": 32}, validation_cid=b"")
         self.task = SimpleNamespace(round=1, status="open", spec=spec,
                                     global_model_cid=self.global_cid)
 
@@ -191,3 +191,37 @@ async def test_a_verdict_that_changes_during_aggregation_is_not_cached_stale(
     # Assert: the stale first result was neither returned nor cached
     assert calls == 2 and len(res.accepted) == 3
     assert list(a.work.results.values()) == [res]
+
+
+async def test_the_tasks_validation_set_is_fetched_and_screens_alike(
+        tmp_path: Path, world: World, nursery: Any) -> None:
+    # Prepare: the robust rule with a digits validation set stored by the task's creator,
+    # and a threshold every update exceeds (max_val_rise -1; the world's updates are uniform
+    # shifts, which the one-sided and residual checks would reject first)
+    import numpy as np
+
+    from fl.data import load_digits
+    from fl.data.validation import validation_to_bytes
+
+    spec = world.task.spec
+    spec.rule = "robust"
+    spec.rule_params = {"max_val_rise": "-1", "max_skew": "1", "min_residual": "0"}
+    spec.validation_cid = world.add(validation_to_bytes(load_digits().subset(np.arange(50))))
+    a = validator(tmp_path, "a", world, set(world.objects))
+    b = validator(tmp_path, "b", world, set(world.objects))
+    a._nursery = b._nursery = nursery
+    state = SimpleNamespace(height=10, validators=SimpleNamespace(validators=(1, 2, 3, 4)))
+    # Execute
+    res_a = await a.round_result(state, 1, 1)  # type: ignore[arg-type]
+    res_b = await b.round_result(state, 1, 1)  # type: ignore[arg-type]
+    spec.validation_cid = world.add(b"\x08" + bytes(40))  # not a validation set
+    c = validator(tmp_path, "c", world, set(world.objects))
+    c._nursery = nursery
+    res_c = await c.round_result(state, 1, 1)  # type: ignore[arg-type]
+    # Assert: both fetched the set and rejected every update on it, identically; a set that
+    # does not parse leaves the screen without the check instead of blocking the round
+    assert res_a == res_b and not res_a.accepted
+    assert {r.reason for r in res_a.rejected} == {"raises_validation_loss"}
+    assert all(r.proven for r in res_a.rejected)
+    assert len(res_c.accepted) == 3 and not res_c.rejected
+    assert await b.process(state, block(res_a)) is None  # type: ignore[arg-type]

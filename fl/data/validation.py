@@ -1,0 +1,61 @@
+"""A task's public validation set as bytes: safetensors with ``x`` (float32) and ``y`` (int64).
+
+TaskCreate's ``validation_cid`` names such an object in the content store; every validator
+evaluates each round's updates on it with exact integer inference (ADR 0404), so it must
+parse the same everywhere and be small: at most ``MAX_SAMPLES`` samples.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from fl.data.dataset import Dataset, DatasetError
+
+__all__ = ["MAX_SAMPLES", "validation_from_bytes", "validation_to_bytes"]
+
+MAX_SAMPLES = 4096
+_MAX_BYTES = 64 << 20
+
+
+def validation_to_bytes(dataset: Dataset) -> bytes:
+    """The canonical bytes of ``dataset`` as a validation set."""
+    from safetensors.numpy import save
+
+    if not 1 <= len(dataset) <= MAX_SAMPLES:
+        raise DatasetError(f"a validation set holds 1 to {MAX_SAMPLES} samples, not {len(dataset)}")
+    return save({"x": np.ascontiguousarray(dataset.x), "y": np.ascontiguousarray(dataset.y)})
+
+
+def validation_from_bytes(
+    data: bytes, sample_shape: tuple[int, ...], num_classes: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Parse and check a validation set for a model of ``sample_shape`` inputs and
+    ``num_classes`` outputs; any defect is a :class:`DatasetError`."""
+    from safetensors.numpy import load
+
+    if len(data) > _MAX_BYTES:
+        raise DatasetError(f"validation set of {len(data)} bytes exceeds {_MAX_BYTES}")
+    try:
+        tensors = load(bytes(data))
+    except Exception as e:  # safetensors raises several types on garbage
+        raise DatasetError(f"validation set is not valid safetensors: {e}") from e
+    if sorted(tensors) != ["x", "y"]:
+        raise DatasetError(f"validation set needs tensors x and y, has {sorted(tensors)}")
+    x, y = tensors["x"], tensors["y"]
+    if x.dtype != np.float32 or y.dtype != np.int64:
+        raise DatasetError(f"validation set x must be float32 and y int64, not {x.dtype}, {y.dtype}")
+    if y.ndim != 1 or not 1 <= len(y) <= MAX_SAMPLES:
+        raise DatasetError(f"validation set y must hold 1 to {MAX_SAMPLES} labels, has {y.shape}")
+    # As the training data: a sample of the model's input size in another shape (the 1x8x8
+    # digits for the MLP's 64 inputs) is reshaped in row-major order.
+    if x.ndim < 1 or x.shape[0] != len(y) or (
+        int(np.prod(x.shape[1:])) != int(np.prod(sample_shape))
+    ):
+        raise DatasetError(f"validation set x has shape {x.shape}, expected {(len(y), *sample_shape)}")
+    x = x.reshape(len(y), *sample_shape)
+    if not np.isfinite(x).all():
+        raise DatasetError("validation set x contains NaN or infinity")
+    if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        raise DatasetError(f"validation set label outside 0..{num_classes - 1}")
+    return x, y
