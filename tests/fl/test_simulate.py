@@ -91,8 +91,8 @@ def test_short_mnist_validation_set_rejects_label_flips_once_the_model_learns(
         mnist_dir: Path) -> None:
     """CI version of the validation-set row of acceptance 2 (ADR 0404): without the set the
     robust screen rejects 43 % of label flips at 30 % malicious over 50 rounds; with it
-    every flip is rejected once the model has learnt (round 13 on, in the 50-round run),
-    while the check itself rejects no honest update."""
+    every flip is rejected once the model has learnt (round 14 on in the 50-round run, where
+    the check itself rejected no honest update)."""
     cfg = SimConfig(dataset="mnist", data_dir=str(mnist_dir), rounds=18, device="cpu",
                     eval_every=18, rule="robust", attack="label_flip", malicious=0.3,
                     validation=256)
