@@ -244,6 +244,9 @@ class TaskSpec:
         self._check_privacy()
         self._check_economics()
         check_cid("validation_cid", self.validation_cid, optional=True)
+        if self.validation_cid and self.rule != "robust":
+            # only the robust screen scores updates on it (ADR 0404): refuse, not ignore
+            raise ValueError("validation_cid needs the robust rule")
         check_cid("initial_model_cid", self.initial_model_cid)
         for err in (
             _check_model(self.model_id, encode(self.model_config), self.data_schema),

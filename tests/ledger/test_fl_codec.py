@@ -44,22 +44,28 @@ amounts = st.integers(0, 2**63 - 1)
 score = st.integers(-(2**63), 2**63 - 1)
 reason = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=64)
 
-task_spec = st.builds(
-    make_spec,
-    rounds=st.integers(1, 10_000),
-    clients_per_round=st.just(4),
-    min_participants=st.integers(1, 4),
-    round_blocks=st.integers(1, 1_000_000),
-    rule=st.sampled_from(["fedavg", "median", "krum"]),
-    pool=amounts,
-    trainer_reward_cap=amounts,
-    validator_share_ppm=st.integers(0, 10**6),
-    join_bond=st.integers(1, 2**63 - 1),
-    slash_ppm=st.integers(0, 10**6),
-    jail_after=st.integers(1, 1000),
-    initial_model_cid=cid,
-    validation_cid=maybe_cid,
-)
+
+def _spec_for(rule: str) -> st.SearchStrategy[Any]:
+    # a validation set only with the robust rule (the spec refuses it otherwise)
+    return st.builds(
+        make_spec,
+        rounds=st.integers(1, 10_000),
+        clients_per_round=st.just(4),
+        min_participants=st.integers(1, 4),
+        round_blocks=st.integers(1, 1_000_000),
+        rule=st.just(rule),
+        pool=amounts,
+        trainer_reward_cap=amounts,
+        validator_share_ppm=st.integers(0, 10**6),
+        join_bond=st.integers(1, 2**63 - 1),
+        slash_ppm=st.integers(0, 10**6),
+        jail_after=st.integers(1, 1000),
+        initial_model_cid=cid,
+        validation_cid=maybe_cid if rule == "robust" else st.just(b""),
+    )
+
+
+task_spec = st.sampled_from(["robust", "fedavg", "median", "krum"]).flatmap(_spec_for)
 contribution = st.builds(
     Contribution,
     address,

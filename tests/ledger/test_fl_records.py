@@ -81,7 +81,7 @@ VALID_SPECS: list[tuple[str, dict[str, Any]]] = [
     ("cifar cnn", dict(model_id="cifar_cnn", data_schema="cifar10")),
     ("mlp on mnist", dict(data_schema="mnist", model_config={"input_dim": 784, "hidden": []})),
     ("adam, clip", dict(train=train(optimizer="adam", lr="0.001", clip_norm="1.0"))),
-    ("no pool, validation set", dict(pool=0, validation_cid=CID, name="x" * 64)),
+    ("no pool, validation set", dict(pool=0, rule="robust", validation_cid=CID, name="x" * 64)),
     ("min = clients", dict(min_participants=3, clients_per_round=3)),
 ]
 
@@ -164,6 +164,7 @@ INVALID_SPECS: list[tuple[dict[str, Any], str]] = [
     (dict(jail_after=0), "jail_after"),
     (dict(initial_model_cid=b""), "initial_model_cid"),
     (dict(validation_cid=b"x" * 65), "validation_cid"),
+    (dict(validation_cid=CID), "validation_cid needs the robust rule"),
     (dict(rounds=True), "rounds"),
 ]
 
