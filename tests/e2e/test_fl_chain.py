@@ -68,8 +68,8 @@ def test_task_runs_to_the_end_and_survives_a_killed_validator(tmp_path: Path) ->
         opts = digits_task()
         validation = validation_to_bytes(load_digits().subset(np.arange(0, 1797, 9)))
         task_id = net.create_task(opts, validation=validation)
-        spec = net.task(task_id)["spec"]
-        assert spec["validation_cid"] and spec["rule"] == "robust"
+        net.wait(lambda: bool(((net.task(task_id) or {}).get("spec") or {}).get("validation_cid")),
+                 30, "the task to name its validation set")
         net.wait(lambda: (net.task(task_id) or {}).get("rounds_done", 0) >= 1, 240,
                  "round 1 to close")
         net.kill(3)
