@@ -84,6 +84,8 @@ class SimConfig:
             raise ValueError("eval_every must be >= 1")
         if self.validation < 0:
             raise ValueError("validation must be >= 0")
+        if self.validation and (self.rule != "robust" or self.centralized):
+            raise ValueError("a validation set is for the federated robust rule")
         if self.partition not in ("dirichlet", "iid", "shards"):
             raise ValueError(f"unknown partition {self.partition!r}")
         if self.privacy.mode != "none" and (self.rule != "fedavg" or self.centralized):

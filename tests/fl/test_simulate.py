@@ -58,7 +58,8 @@ def test_attacks_are_counted_and_rejected(attack: str, rule: str) -> None:
 
 
 def test_config_validation() -> None:
-    for bad in ({"attack": "nope"}, {"malicious": 1.0}, {"per_round": 0}, {"partition": "x"}):
+    for bad in ({"attack": "nope"}, {"malicious": 1.0}, {"per_round": 0}, {"partition": "x"},
+                {"validation": -1}, {"validation": 10}, {"validation": 10, "rule": "median"}):
         with pytest.raises(ValueError):
             SimConfig(**bad)  # type: ignore[arg-type]
 
