@@ -104,15 +104,11 @@ def _validation_set(cfg: Any, samples: int) -> bytes | None:
     """``samples`` of the training split every node agrees on, seeded (ADR 0404)."""
     if not samples:
         return None
-    import numpy as np
-
-    from fl.data.validation import validation_to_bytes
+    from fl.data.validation import draw_validation, validation_to_bytes
     from node.fl.data import train_test
 
     train, _ = train_test(cfg.dataset, cfg.data_dir or None)
-    pick = np.sort(np.random.default_rng(0).choice(len(train), min(samples, len(train)),
-                                                   replace=False))
-    return validation_to_bytes(train.subset(pick, f"{cfg.dataset}-validation"))
+    return validation_to_bytes(draw_validation(train, min(samples, len(train))))
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

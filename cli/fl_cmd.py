@@ -156,17 +156,11 @@ def validation_set(
     seed: int = typer.Option(0, help="seed of the draw"),
 ) -> None:
     """Write a public validation set for `fedledger task create --validation` (ADR 0404)."""
-    import numpy as np
-
     from fl.data import DatasetError, load_dataset
-    from fl.data.validation import validation_to_bytes
+    from fl.data.validation import draw_validation, validation_to_bytes
 
     try:
-        data = load_dataset(dataset, data_dir)
-        if samples > len(data):
-            raise DatasetError(f"{dataset} has {len(data)} samples, fewer than {samples}")
-        pick = np.sort(np.random.default_rng(seed).choice(len(data), samples, replace=False))
-        blob = validation_to_bytes(data.subset(pick, f"{dataset}-validation"))
+        blob = validation_to_bytes(draw_validation(load_dataset(dataset, data_dir), samples, seed))
         with open(out, "wb") as f:
             f.write(blob)
     except (DatasetError, OSError) as e:

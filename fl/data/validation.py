@@ -12,10 +12,18 @@ import numpy.typing as npt
 
 from fl.data.dataset import Dataset, DatasetError
 
-__all__ = ["MAX_SAMPLES", "validation_from_bytes", "validation_to_bytes"]
+__all__ = ["MAX_SAMPLES", "draw_validation", "validation_from_bytes", "validation_to_bytes"]
 
 MAX_SAMPLES = 4096
 _MAX_BYTES = 64 << 20
+
+
+def draw_validation(dataset: Dataset, samples: int, seed: int = 0) -> Dataset:
+    """``samples`` of ``dataset`` drawn without replacement (seeded), in dataset order."""
+    if not 1 <= samples <= len(dataset):
+        raise DatasetError(f"{dataset.name} has {len(dataset)} samples, cannot draw {samples}")
+    pick = np.sort(np.random.default_rng(seed).choice(len(dataset), samples, replace=False))
+    return dataset.subset(pick, f"{dataset.name}-validation")
 
 
 def validation_to_bytes(dataset: Dataset) -> bytes:

@@ -309,3 +309,40 @@ def test_commitment_and_proofs_for_revealed_samples() -> None:
         assert not verify_sample(root, tampered, int(ds.y[pos]), proof)
     # A different order of the same samples is a different commitment.
     assert data_commitment(ds, np.arange(37)[::-1]) != root
+
+
+# ------------------------------------------------------------------ validation sets
+
+
+def _val_bytes(x: np.ndarray, y: np.ndarray) -> bytes:
+    from safetensors.numpy import save
+
+    return save({"x": x, "y": y})
+
+
+def test_validation_set_round_trip_and_draw() -> None:
+    from fl.data.validation import draw_validation, validation_from_bytes, validation_to_bytes
+
+    digits = load_digits()
+    a, b = draw_validation(digits, 50, seed=3), draw_validation(digits, 50, seed=3)
+    x, y = validation_from_bytes(validation_to_bytes(a), (64,), 10)  # 1x8x8 -> 64 inputs
+    assert np.array_equal(a.x, b.x) and x.shape == (50, 64) and np.array_equal(y, a.y)
+    assert not np.array_equal(a.y, draw_validation(digits, 50, seed=4).y)
+    with pytest.raises(DatasetError, match="cannot draw"):
+        draw_validation(digits, len(digits) + 1)
+
+
+@pytest.mark.parametrize(("x", "y", "match"), [
+    (np.zeros((3, 64), np.float64), np.zeros(3, np.int64), "float32"),
+    (np.zeros((3, 64), np.float32), np.zeros(3, np.int32), "int64"),
+    (np.zeros((3, 63), np.float32), np.zeros(3, np.int64), "shape"),
+    (np.zeros((2, 64), np.float32), np.zeros(3, np.int64), "shape"),
+    (np.full((3, 64), np.nan, np.float32), np.zeros(3, np.int64), "NaN"),
+    (np.zeros((3, 64), np.float32), np.array([0, 10, 1]), "label outside"),
+    (np.zeros((0, 64), np.float32), np.zeros(0, np.int64), "1 to 4096"),
+], ids=["x-dtype", "y-dtype", "sample-size", "count-mismatch", "nan", "label", "empty"])
+def test_bad_validation_sets_are_refused(x: np.ndarray, y: np.ndarray, match: str) -> None:
+    from fl.data.validation import validation_from_bytes
+
+    with pytest.raises(DatasetError, match=match):
+        validation_from_bytes(_val_bytes(x, y), (64,), 10)
