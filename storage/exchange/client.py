@@ -76,6 +76,11 @@ class FetchLimits:
     stall_timeout: float = 10.0  # no byte for this long on a stream = the peer stalled
     min_rate: int = 64 * 1024  # bytes/s; a block slower than this times out (trickling peers)
     discovery_timeout: float = 10.0  # for a WantHave round trip
+    # open streams to one peer across all of this node's fetches: at most the serving
+    # side's default cap (ServerLimits.max_streams_per_peer), so that a burst of fetches
+    # waits here instead of being refused "busy"
+    streams_per_peer: int = 8
+    busy_retries: int = 4  # a peer that still says "busy": ask again after a short backoff
 
 
 @dataclass
@@ -102,42 +107,113 @@ class _PeerFault(Exception):
         self.reason = reason
 
 
-class _StreamPool:
-    """Streams to each peer, reused across requests of one fetch, all closed at the end."""
+class _PeerSlots:
+    """The node's budget of open exchange streams per peer, shared by all its fetches.
 
-    def __init__(self, host: Any, stall_timeout: float) -> None:
+    Without it every fetch opened its own streams: a verifier fetching a dozen objects of
+    three submissions from one trainer went over the trainer's per-peer cap, the refused
+    WantHaves read as "not here", and content the trainer had came back "unavailable"."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"streams_per_peer must be >= 1, got {limit}")
+        self.limit = limit
+        self._sems: dict[Any, trio.Semaphore] = {}
+        self._users: dict[Any, int] = {}  # holders and waiters; the entry goes at zero
+
+    async def acquire(self, peer: Any) -> None:
+        sem = self._sems.get(peer)
+        if sem is None:
+            sem = self._sems[peer] = trio.Semaphore(self.limit)
+        self._users[peer] = self._users.get(peer, 0) + 1
+        try:
+            await sem.acquire()
+        except BaseException:
+            self._drop(peer)
+            raise
+
+    def release(self, peer: Any) -> None:
+        self._sems[peer].release()
+        self._drop(peer)
+
+    def in_use(self, peer: Any) -> int:
+        sem = self._sems.get(peer)
+        return 0 if sem is None else self.limit - sem.value
+
+    def _drop(self, peer: Any) -> None:
+        self._users[peer] -= 1
+        if not self._users[peer]:
+            del self._users[peer], self._sems[peer]
+
+
+class _StreamPool:
+    """Streams to each peer, reused across requests of one fetch, all closed at the end.
+
+    Each open stream holds one of the node's per-peer slots until it is closed."""
+
+    def __init__(self, host: Any, stall_timeout: float, slots: _PeerSlots) -> None:
         self._host = host
         self._stall = stall_timeout
+        self._slots = slots
         self._idle: dict[Any, list[FramedStream]] = {}
-        self._open: list[FramedStream] = []
+        self._open: dict[FramedStream, Any] = {}  # stream -> its peer
 
     async def get(self, peer: Any) -> FramedStream:
         idle = self._idle.get(peer)
         if idle:
             return idle.pop()
+        await self._slots.acquire(peer)
         try:
             with trio.fail_after(self._stall):
                 stream = await self._host.new_stream(peer, [PROTOCOL_ID])
-        except trio.TooSlowError as e:
-            raise Stalled("opening an exchange stream timed out") from e
-        except Exception as e:  # libp2p: StreamFailure, SwarmException, MultiselectError, ...
-            raise PeerClosed(f"cannot open exchange stream: {type(e).__name__}: {e}") from e
+        except BaseException as e:
+            self._slots.release(peer)
+            if isinstance(e, trio.TooSlowError):
+                raise Stalled("opening an exchange stream timed out") from e
+            if isinstance(e, Exception):  # libp2p: StreamFailure, SwarmException, ...
+                raise PeerClosed(f"cannot open exchange stream: {type(e).__name__}: {e}") from e
+            raise
         fs = FramedStream(stream, stall_timeout=self._stall)
-        self._open.append(fs)
+        self._open[fs] = peer
         return fs
 
     def put(self, peer: Any, fs: FramedStream) -> None:
         self._idle.setdefault(peer, []).append(fs)
 
+    def _forget(self, fs: FramedStream) -> bool:
+        peer = self._open.pop(fs, None)
+        if peer is None:
+            return False
+        idle = self._idle.get(peer)
+        if idle and fs in idle:
+            idle.remove(fs)
+        self._slots.release(peer)
+        return True
+
     async def discard(self, fs: FramedStream) -> None:
-        if fs in self._open:
-            self._open.remove(fs)
-        await fs.reset()
+        """Reset a stream that is out of sync or whose peer failed."""
+        if self._forget(fs):
+            with trio.CancelScope(shield=True):
+                await fs.reset()
+
+    async def retire(self, fs: FramedStream) -> None:
+        """Close a stream between requests that this fetch needs no more (frees its slot)."""
+        if self._forget(fs):
+            with trio.CancelScope(shield=True):
+                await fs.close()
+
+    async def keep_only(self, peers: Iterable[Any]) -> None:
+        """Close the idle streams to every peer not in ``peers`` (after discovery)."""
+        keep = set(peers)
+        for peer in [p for p in self._idle if p not in keep]:
+            for fs in list(self._idle[peer]):
+                await self.retire(fs)
 
     async def aclose(self) -> None:
         idle = {id(fs) for streams in self._idle.values() for fs in streams}
         with trio.CancelScope(shield=True):
-            for fs in self._open:
+            for fs, peer in list(self._open.items()):
+                self._slots.release(peer)
                 # a stream we were cancelled in the middle of is out of sync: reset it
                 await (fs.close() if id(fs) in idle else fs.reset())
         self._open.clear()
@@ -160,6 +236,10 @@ class ExchangeClient:
         self.penalize = penalize or (lambda peer, reason: None)
         self.limits = limits
         self.stats = ClientStats()
+        self._slots = _PeerSlots(limits.streams_per_peer)
+
+    def _pool(self) -> _StreamPool:
+        return _StreamPool(self.host, self.limits.stall_timeout, self._slots)
 
     # ------------------------------------------------------------ small requests
 
@@ -192,16 +272,26 @@ class ExchangeClient:
     ) -> set[Cid]:
         """Which of ``cids`` ``peer`` says it has (empty on any failure; faults are penalised)."""
         own = pool is None
-        p = pool or _StreamPool(self.host, self.limits.stall_timeout)
+        p = pool or self._pool()
         try:
-            fs = await p.get(peer)
-            try:
-                with trio.fail_after(self.limits.discovery_timeout):
-                    found = await self._round_trip_have(fs, cids, root)
-            except trio.TooSlowError as e:
-                raise Stalled("want-have timed out") from e
-            p.put(peer, fs)
-            return found
+            for attempt in range(self.limits.busy_retries + 1):
+                fs = await p.get(peer)
+                try:
+                    with trio.fail_after(self.limits.discovery_timeout):
+                        found = await self._round_trip_have(fs, cids, root)
+                except trio.TooSlowError as e:
+                    raise Stalled("want-have timed out") from e
+                except _Busy:
+                    # its streams are taken by other nodes' requests (or ours, just closed
+                    # but not yet seen closed there): "busy" is not "don't have"
+                    await p.discard(fs)
+                    if attempt == self.limits.busy_retries:
+                        raise
+                    await trio.sleep(_backoff(attempt))
+                    continue
+                p.put(peer, fs)
+                return found
+            raise AssertionError("unreachable")  # pragma: no cover
         except (ProtocolError, FrameTooLarge) as e:
             self._fault(peer, "exchange-malformed", e)
             return set()
@@ -347,7 +437,7 @@ class ExchangeClient:
             if pin is not None:
                 self.store.pin(c, pin)
             return c
-        pool = _StreamPool(self.host, self.limits.stall_timeout)
+        pool = self._pool()
         try:
             with self.store.hold() as hold:
                 hold.add(c.multihash)
@@ -355,6 +445,7 @@ class ExchangeClient:
                     await self._fetch_object(c, pool, hold, peers, pin, progress)
                 else:
                     providers = await self.find_providers(c, peers, pool=pool)
+                    await pool.keep_only(providers)
                     data = await self._fetch_one_block(pool, providers, c)
                     self.store.put_block(data, expected=c, hold=hold)
                     if pin is not None:
@@ -376,6 +467,9 @@ class ExchangeClient:
     ) -> None:
         local = self.store.has_block(c)
         providers = await self.find_providers(c, peers, pool=pool)
+        # a stream held idle to a peer this fetch will not use would take a slot that
+        # another fetch may be waiting for
+        await pool.keep_only(providers[: self.limits.max_peers])
         if local:
             manifest_bytes = self.store.get_block(c)
         else:
@@ -432,6 +526,12 @@ class ExchangeClient:
                 quota=quota,
                 protected=protected,
             )
+
+
+def _backoff(attempt: int) -> float:
+    """Seconds before asking a busy peer again: 0.2, 0.4, 0.8, ... with jitter (so that the
+    fetches it turned away do not all come back at once)."""
+    return 0.2 * 2**attempt * (0.5 + random.random())
 
 
 def _report(progress: Progress, done: int, total: int) -> None:
@@ -526,6 +626,8 @@ class _FetchRun:
 
     async def run(self) -> None:
         limits = self.client.limits
+        await self.pool.keep_only(p for p in self._peers
+                                  if any(p in ps for ps in self.providers.values()))
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for peer in self._peers:
@@ -546,17 +648,29 @@ class _FetchRun:
         client = self.client
         fs: FramedStream | None = None
         clean = False  # the stream is between requests (safe to hand back to the pool)
+        busy = 0
         try:
             while self.error is None:
-                cid = self._take(peer)
+                if fs is None and any(self._usable(c, peer) for c in self.pending):
+                    # the stream first, then a chunk: a worker waiting for one of the
+                    # node's stream slots must not hold a chunk that the workers with
+                    # streams would wait for (they hold the slots: deadlock)
+                    try:
+                        fs = await self.pool.get(peer)
+                        clean = True
+                    except (Stalled, PeerClosed) as e:
+                        taken = self._take(peer)
+                        if taken is not None:
+                            self._peer_failed(peer, taken, e)
+                        return
+                cid = self._take(peer) if fs is not None else None
                 if cid is None:
                     if not self._may_get_work(peer):
                         return
                     await self._changed.wait()
                     continue
+                assert fs is not None  # a chunk is only taken with a stream in hand
                 try:
-                    if fs is None:
-                        fs = await self.pool.get(peer)
                     clean = False
                     data = await client._request_block(fs, cid, self.root, self.sizes[cid])
                     clean = True
@@ -566,12 +680,21 @@ class _FetchRun:
                     self._give_back(cid, None)
                     continue
                 except _Busy:
-                    # the peer caps our streams: this worker retires; the last one to
-                    # retire takes the peer out of this fetch (no penalty)
+                    # the peer caps our streams: this worker retires; the last one backs
+                    # off and asks again (its cap may be taken by other nodes for a
+                    # moment), then takes the peer out of this fetch (no penalty)
                     if fs is not None:
                         await self.pool.discard(fs)
                         fs = None
-                    if self._workers[peer] <= 1:
+                    last = self._workers[peer] <= 1
+                    if last and busy < client.limits.busy_retries:
+                        self.in_flight.discard(cid)
+                        self.pending[cid] = None
+                        self._notify()
+                        await trio.sleep(_backoff(busy))
+                        busy += 1
+                        continue
+                    if last:
                         self.excluded.add(peer)
                     self._give_back(cid, None)
                     return
@@ -596,8 +719,9 @@ class _FetchRun:
                 self._nursery.cancel_scope.cancel()
         finally:
             self._workers[peer] -= 1
-            if fs is not None and clean:
-                self.pool.put(peer, fs)
+            if fs is not None:
+                # done with this peer: free the slot now, not at the end of the fetch
+                await (self.pool.retire(fs) if clean else self.pool.discard(fs))
 
     def _peer_failed(self, peer: Any, cid: Cid, e: BaseException) -> None:
         client = self.client

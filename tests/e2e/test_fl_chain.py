@@ -82,7 +82,8 @@ def test_task_runs_to_the_end_and_survives_a_killed_validator(tmp_path: Path) ->
         # every validator, the restarted one included, committed the same model each round
         assert_validators_agree(run.model_cids, 3)
         assert not any(log_lines(net, i, "validation set unusable") for i in range(4))
-        assert all(len(r["accepted"]) == 3 and not r["rejected"] for r in run.results)
+        verdicts = [(r.get("accepted"), r.get("rejected")) for r in run.results]
+        assert all(len(r["accepted"]) == 3 and not r["rejected"] for r in run.results), verdicts
         # it learned: the final model is far above chance on held-out data
         assert run.accuracies[-1] >= 0.70, run.accuracies
 

@@ -349,8 +349,6 @@ async def test_malformed_requests_are_penalised_and_node_keeps_serving(
 
 async def test_dont_have_keeps_the_stream_usable(tmp_path: Path) -> None:
     from storage.errors import NotFound
-    from storage.exchange.client import _StreamPool
-
     async with make_nodes(tmp_path, 2) as (a, c):
         gone = a.store.put_bytes(b"evicted before we ask")
         kept = a.store.put_bytes(b"still here")
@@ -362,7 +360,7 @@ async def test_dont_have_keeps_the_stream_usable(tmp_path: Path) -> None:
             return real(cid_)
 
         a.exchange.server._load_block = lose  # type: ignore[method-assign,assignment]
-        pool = _StreamPool(c.host, 5.0)
+        pool = c.exchange.client._pool()
         try:
             with pytest.raises(ChunkUnavailable):
                 await c.exchange.client._fetch_one_block(pool, [a.id], gone)
@@ -370,3 +368,44 @@ async def test_dont_have_keeps_the_stream_usable(tmp_path: Path) -> None:
         finally:
             await pool.aclose()
         assert a.exchange.server.stats.streams == 1 and not c.penalties
+
+
+async def test_many_concurrent_fetches_from_one_provider_all_succeed(tmp_path: Path) -> None:
+    """A verifier fetches a dozen objects of several submissions at once, all from the one
+    trainer that has them. Each fetch opens its own streams; together they once exceeded the
+    provider's per-peer stream cap, the refused want-haves read as "not here", and fetches of
+    content the provider had failed with "no connected peer has" (seen in CI). The client
+    now caps its own streams per peer at the serving side's default, so they queue here."""
+    objects = [blob(3 * CS + i, 100 + i) for i in range(12)]
+    async with make_nodes(tmp_path, 2) as (a, c):
+        cids = [a.store.put_bytes(o) for o in objects]
+        got: dict[int, Cid] = {}
+
+        async def one(i: int) -> None:
+            got[i] = await c.exchange.fetch(cids[i])
+
+        async with trio.open_nursery() as n:
+            for i in range(len(cids)):
+                n.start_soon(one, i)
+        assert [got[i] for i in range(len(cids))] == cids
+        assert all(c.store.get_bytes(x) == o for x, o in zip(cids, objects, strict=True))
+        assert c.exchange.client._slots.in_use(a.id) == 0  # every stream gave its slot back
+        assert not (a.penalties or c.penalties)
+
+
+async def test_a_peer_that_stays_busy_is_asked_again_then_given_up(tmp_path: Path) -> None:
+    """A "busy" peer is busy for a moment, not without the content: the client asks again
+    with a backoff (``busy_retries`` times) before it calls the content unavailable."""
+    async with make_nodes(tmp_path, 2, server_limits=ServerLimits(max_streams_per_peer=1),
+                          fetch_limits=FetchLimits(stall_timeout=5.0, busy_retries=2)) as (a, c):
+        cid = a.store.put_bytes(blob(2 * CS, 5))
+        hog = await _open(c.host, a.id)  # takes the one stream a allows us
+        await hog.write_message(WantHave(None, (bytes(cid),)))
+        await hog.read_message(1 << 16)
+        await hog.read_message(1 << 16)
+        with pytest.raises(ChunkUnavailable, match="no connected peer has"):
+            await c.exchange.fetch(cid)
+        assert a.exchange.server.stats.refused_busy == 3  # the first try and two retries
+        await hog.close()
+        assert await c.exchange.fetch(cid) == cid  # free again: served
+        assert not (a.penalties or c.penalties)
