@@ -44,7 +44,7 @@ class LocalnetConfig:
     malicious: int = 0  # the first N trainers attack (evaluation only)
     attack: str = ""
     timeout_commit_ms: int = 300
-    threads: int = 1  # torch threads per trainer (many processes share the cores)
+    threads: int = 1  # torch threads per node (many processes share the cores)
     device: str = "auto"
     chain_id: str = "fedledger-demo"
     consensus: dict[str, Any] = field(default_factory=dict)  # e.g. byzantine_mode per node
@@ -71,6 +71,7 @@ class Localnet:
             for k, v in cfg.per_node.get(i, {}).items():
                 setattr(c.consensus, k, v)
             c.keyholder.enabled = i == cfg.keyholder
+            c.verifier.threads = cfg.threads
             if i >= cfg.validators:
                 t = i - cfg.validators
                 c.trainer.enabled = True

@@ -134,6 +134,16 @@ class TrainerConfig:
 
 
 @dataclass
+class VerifierConfig:
+    """The validators' FL work: PoL replay, the screen's validation-set scoring, aggregation."""
+
+    # torch intra-op threads (0: torch's default, all cores). Several node processes on one
+    # machine (a localnet) each spinning up all-core thread pools oversubscribe it; torch's
+    # thread count is per process, so a node that also trains uses [trainer] threads.
+    threads: int = 0
+
+
+@dataclass
 class KeyHolderConfig:
     """HE key holder (docs/fl-chain.md section 6): keeps the CKKS secret contexts of the HE
     tasks that list this node's account in ``key_holders``, sends trainers their key shares
@@ -162,6 +172,7 @@ class NodeConfig:
     mempool: MempoolConfig = field(default_factory=MempoolConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
     keyholder: KeyHolderConfig = field(default_factory=KeyHolderConfig)
     instrumentation: InstrumentationConfig = field(default_factory=InstrumentationConfig)
 
@@ -171,6 +182,10 @@ class NodeConfig:
             raise ConfigError(f"log_format must be 'console' or 'json', got {self.log_format!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level must be debug|info|warning|error, got {self.log_level!r}")
+        for key, n in (("trainer.threads", self.trainer.threads),
+                       ("verifier.threads", self.verifier.threads)):
+            if n < 0:
+                raise ConfigError(f"{key} must be >= 0 (0: torch's default), got {n}")
         if not self.p2p.listen:
             raise ConfigError("p2p.listen must name at least one multiaddr")
         if self.p2p.muxer not in ("yamux", "mplex"):

@@ -43,13 +43,16 @@ class FLServices:
         driver.prepare_pol = self.prepare
         driver.process_proposal = self.process
         node.add_service("verifier", self.verifier.run, restart=True)
+        # torch's thread count is per process: a node that trains uses [trainer] threads
+        threads = node.cfg.trainer.threads if node.cfg.trainer.enabled \
+            else node.cfg.verifier.threads
+        if threads > 0:
+            import torch
+
+            torch.set_num_threads(threads)
         if node.cfg.trainer.enabled:
             from node.fl.trainer import TrainerService
 
-            if node.cfg.trainer.threads > 0:
-                import torch
-
-                torch.set_num_threads(node.cfg.trainer.threads)
             self.trainer = TrainerService(node)
             node.add_service("trainer", self.trainer.run, restart=True)
         self.keyholder: Any = None

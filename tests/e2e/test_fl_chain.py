@@ -187,6 +187,7 @@ def test_byzantine_proposer_gets_nil_prevotes(tmp_path: Path, mode: str) -> None
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(9000)  # the task's own wait is 7,200 s; the suite's default is 600 s
 @pytest.mark.skipif(not MNIST, reason="FEDLEDGER_MNIST_DIR not set")
 @pytest.mark.parametrize("attack", ["", "sign_flip", "alie"])
 def test_mnist_4_validators_10_trainers_20_rounds(tmp_path: Path, attack: str) -> None:
