@@ -30,12 +30,18 @@ from ledger.fl import (
 from ledger.tx import TxBody, sign_tx
 from node.keys import load_account_key
 from node.logs import get_logger
+from storage.errors import FetchError
 
 if TYPE_CHECKING:
     from node.daemon import Node
 
 
 MAX_ATTEMPTS = 3  # per round; a persistent failure (bad data, bad model) must not spin
+# Content that no connected peer serves *yet* (the global model's only holder restarting,
+# connections still coming up) is not a persistent failure: the round is tried again after
+# a backoff of 0.5, 1, 2, 4, 8, 8, ... s while it is open. Counting these as attempts made
+# a trainer give up a round within one second of a validator's restart (seen in CI).
+RETRY_BACKOFF_S = (0.5, 8.0)
 # A sent SubmitUpdate that has not shown up in the state this many blocks later (it failed
 # at delivery, e.g. it landed after the deadline that was then extended, or was dropped)
 # is sent again while the round is still open.
@@ -63,6 +69,9 @@ class TrainerService:
         self.dataset: Any = None
         self.busy: set[tuple[int, int]] = set()
         self.failures: dict[tuple[int, int], int] = {}
+        # (task, round) -> fetch failures so far, and the trio time of the next try
+        self.unreachable: dict[tuple[int, int], int] = {}
+        self.retry_at: dict[tuple[int, int], float] = {}
         self.done: set[tuple[str, int, int]] = set()
         # (task, round) -> (the SubmitUpdate, height when sent, its tx hash)
         self._sent: dict[tuple[int, int], tuple[SubmitUpdate, int, bytes]] = {}
@@ -133,7 +142,8 @@ class TrainerService:
             elif sub is None:
                 if (task_id, r) not in self.busy and state.height < task.deadline \
                         and ("submit", task_id, r) not in self.done \
-                        and self.failures.get((task_id, r), 0) < MAX_ATTEMPTS:
+                        and self.failures.get((task_id, r), 0) < MAX_ATTEMPTS \
+                        and trio.current_time() >= self.retry_at.get((task_id, r), 0.0):
                     self.busy.add((task_id, r))
                     nursery.start_soon(self._train_and_submit, task_id, task)
             elif task.spec.pol_policy == "replay" and not sub.reveal_cid \
@@ -171,10 +181,18 @@ class TrainerService:
 
     async def _train_and_submit(self, task_id: int, task: TaskState) -> None:
         r = task.round
+        key = (task_id, r)
         try:
             await self._round(task_id, task)
+        except FetchError as e:
+            k = self.unreachable[key] = self.unreachable.get(key, 0) + 1
+            first, cap = RETRY_BACKOFF_S
+            wait = min(cap, first * 2 ** (k - 1))
+            self.retry_at[key] = trio.current_time() + wait
+            self.log.warning("round content not reachable yet, retrying", task=task_id,
+                             round=r, error=repr(e)[:200], attempt=k, retry_in_s=wait)
         except Exception as e:
-            n = self.failures[(task_id, r)] = self.failures.get((task_id, r), 0) + 1
+            n = self.failures[key] = self.failures.get(key, 0) + 1
             self.log.error("training round failed", task=task_id, round=r, error=repr(e),
                            attempt=n, exc_info=e)
         finally:

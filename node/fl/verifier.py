@@ -56,6 +56,9 @@ class Check:
     checkpoints: tuple[bytes, ...] = ()
     update_bytes: bytes | None = None
     seconds: float = 0.0
+    # where the time went (the last attempt): fetching the objects, waiting for a CPU slot
+    fetch_seconds: float = 0.0
+    cpu_wait_seconds: float = 0.0
 
 
 @dataclass
@@ -172,7 +175,8 @@ class VerifierService:
         self.node.metrics.pol_verify_seconds.observe(check.seconds)
         self.log.info("submission checked", task=task_id, round=task.round,
                       trainer=trainer.hex()[:12], ok=check.ok, reason=check.reason,
-                      seconds=round(check.seconds, 2))
+                      seconds=round(check.seconds, 2), fetch_s=round(check.fetch_seconds, 2),
+                      cpu_wait_s=round(check.cpu_wait_seconds, 2))
         self._changed.set()
         self._changed = trio.Event()
 
@@ -183,6 +187,7 @@ class VerifierService:
 
         spec = task.spec
         pin = f"verify task {task_id} round {task.round}"
+        t0 = time.perf_counter()
         try:
             update = await self._fetch(sub.update_cid, pin)
         except Exception as e:  # not the trainer's provable fault: maybe our network
@@ -214,9 +219,12 @@ class VerifierService:
             self.log.warning("PoL objects unavailable", task=task_id,
                              trainer=trainer.hex()[:12], error=repr(e)[:200])
             return Check(False, "unavailable", False)
+        fetched = time.perf_counter() - t0
         tm = TaskModel(spec.model_id, dict(spec.model_config), dict(spec.train), spec.pol_k)
         dp = spec.privacy in ("dp", "dp+he")
+        t1 = time.perf_counter()
         async with self.cpu:
+            waited = time.perf_counter() - t1
             verdict = await trio.to_thread.run_sync(lambda: verify_submission(
                 tm, sub.transcript_cid, sink, seed=sub.seed, policy=spec.pol_policy,
                 global_cid=task.global_model_cid,
@@ -226,10 +234,12 @@ class VerifierService:
                 samples=sub.sample_count))
         if not verdict.ok:
             code = verdict.reason.split(":")[0]
-            return Check(False, verdict.reason[:64], code not in _UNPROVEN)
+            return Check(False, verdict.reason[:64], code not in _UNPROVEN,
+                         fetch_seconds=fetched, cpu_wait_seconds=waited)
         segs = tuple(sorted(verdict.checked))
         cps = tuple(bytes(transcript.segments[i].model_cid) for i in segs)
-        return Check(True, "ok", False, segs, cps, update)
+        return Check(True, "ok", False, segs, cps, update, fetch_seconds=fetched,
+                     cpu_wait_seconds=waited)
 
     # ------------------------------------------------------------ round results
 
