@@ -118,9 +118,7 @@ def check_initial_model(opts: TaskOptions, data: bytes) -> None:
 def check_validation_set(opts: TaskOptions, data: bytes) -> int:
     """Raise ``ValueError`` unless ``data`` is a validation set (fl.data.validation) for
     ``opts``'s model; returns its sample count."""
-    from fl.data.validation import validation_from_bytes
-    from fl.models import input_shape, resolve_config
+    from fl.data.validation import validation_for_model
 
-    cfg = resolve_config(opts.model_id, opts.model_config)
-    _, y = validation_from_bytes(data, input_shape(opts.model_id, cfg), int(cfg["num_classes"]))
+    _, y = validation_for_model(data, opts.model_id, opts.model_config)
     return len(y)

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from fl.aggregate import ScreenContext, Update, aggregate, apply_delta, dequantize, quantize
 from fl.attacks import ATTACKS, AttackContext, craft, flip_labels, needs_own_training
 from fl.data import Dataset, dirichlet, iid, load_dataset, shards, split
+from fl.data.validation import draw_validation
 from fl.models import (
     StateDict,
     build_model,
@@ -194,10 +195,10 @@ def run_simulation(
     screen_ctx = ScreenContext(output_weight_range(net), cfg.train.batch_size)
     validation = None  # (exact model, x, y): the robust screen's loss check (ADR 0404)
     if cfg.validation:
-        pick = np.sort(np.random.Generator(np.random.PCG64([cfg.seed, 0x56414C])).choice(
-            len(train_set), min(cfg.validation, len(train_set)), replace=False
-        ))
-        validation = (ExactModel(model_id, cfg.model_config), train_set.x[pick], train_set.y[pick])
+        # default_rng([seed, tag]) is PCG64([seed, tag]): the draw this harness always made
+        val = draw_validation(train_set, min(cfg.validation, len(train_set)),
+                              [cfg.seed, 0x56414C])
+        validation = (ExactModel(model_id, cfg.model_config), val.x, val.y)
     global_state = template
 
     rng = np.random.Generator(np.random.PCG64(cfg.seed))

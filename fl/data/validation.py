@@ -7,18 +7,27 @@ parse the same everywhere and be small: at most ``MAX_SAMPLES`` samples.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 
 from fl.data.dataset import Dataset, DatasetError
 
-__all__ = ["MAX_SAMPLES", "draw_validation", "validation_from_bytes", "validation_to_bytes"]
+__all__ = [
+    "MAX_SAMPLES",
+    "draw_validation",
+    "validation_for_model",
+    "validation_from_bytes",
+    "validation_to_bytes",
+]
 
 MAX_SAMPLES = 4096
 _MAX_BYTES = 64 << 20
 
 
-def draw_validation(dataset: Dataset, samples: int, seed: int = 0) -> Dataset:
+def draw_validation(dataset: Dataset, samples: int, seed: int | Sequence[int] = 0) -> Dataset:
     """``samples`` of ``dataset`` drawn without replacement (seeded), in dataset order."""
     if not 1 <= samples <= len(dataset):
         raise DatasetError(f"{dataset.name} has {len(dataset)} samples, cannot draw {samples}")
@@ -67,3 +76,13 @@ def validation_from_bytes(
     if int(y.min()) < 0 or int(y.max()) >= num_classes:
         raise DatasetError(f"validation set label outside 0..{num_classes - 1}")
     return x, y
+
+
+def validation_for_model(
+    data: bytes, model_id: str, model_config: Mapping[str, Any]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """:func:`validation_from_bytes` for a registry model's input shape and class count."""
+    from fl.models import input_shape, resolve_config
+
+    config = resolve_config(model_id, dict(model_config))
+    return validation_from_bytes(data, input_shape(model_id, config), int(config["num_classes"]))

@@ -165,8 +165,8 @@ def screen_context(model_id: str, model_config: Mapping[str, Any], train: Mappin
     A validation set that does not parse or does not fit the model raises
     :class:`fl.data.DatasetError`; it does so on every validator alike (the same bytes), so
     the verifier then screens without it rather than never closing the task's rounds."""
-    from fl.data.validation import validation_from_bytes
-    from fl.models import input_shape, resolve_config
+    from fl.data.validation import validation_for_model
+    from fl.models import resolve_config
     from fl.models.exact import ExactModel, ValidationLoss
 
     model = build_model(model_id, dict(model_config))
@@ -174,8 +174,7 @@ def screen_context(model_id: str, model_config: Mapping[str, Any], train: Mappin
     if validation is None or global_bytes is None:
         return ctx
     config = resolve_config(model_id, dict(model_config))
-    x, y = validation_from_bytes(validation, input_shape(model_id, config),
-                                 int(config["num_classes"]))
+    x, y = validation_for_model(validation, model_id, config)
     gq = quantize(flatten(load_state(global_bytes)))
     return dataclasses.replace(
         ctx, validation=ValidationLoss(ExactModel(model_id, config), gq, x, y))
