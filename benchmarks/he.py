@@ -155,7 +155,7 @@ def noise() -> list[dict[str, Any]]:
         rng = np.random.default_rng(1)
         b = layout.value_bound
         vals = [
-            rng.integers(-b, b + 1, params.slots, dtype=np.int64)
+            rng.integers(-b, b + 1, params.capacity, dtype=np.int64)
             for _ in range(params.max_summands)
         ]
         blobs = [encrypt(v, pub, layout) for v in vals]

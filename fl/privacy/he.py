@@ -17,12 +17,16 @@ Decryption refuses (:class:`HeDecryptError`) when any slot is further than
 
 Ciphertext bytes (content-store objects)::
 
-    b"FLHE" | u8 version (1) | u32be header length | header | chunks x (u32be length | bytes)
+    b"FLHE" | u8 version (2) | u32be header length | header | chunks x (u32be length | bytes)
 
-The header is the canonical msgpack of :class:`CiphertextHeader`; each chunk is one
-TenSEAL ``CKKSVector`` serialization holding one ciphertext of at most ``slots`` values.
-Parsing checks lengths, counts and limits before TenSEAL sees a byte, and every TenSEAL
-or SEAL exception becomes an :class:`HeError`.
+The header is the canonical msgpack of :class:`CiphertextHeader`; each chunk is one SEAL
+ciphertext serialization (SEAL's own header and compressed body) holding up to N slot
+integers: **two per CKKS slot**, the real and the imaginary part (:mod:`fl.privacy.sealio`).
+TenSEAL's ``CKKSVector`` encodes real vectors only, which leaves half of every ciphertext
+unused; its SEAL binding (``tenseal.sealapi``) encodes complex vectors, so this module uses
+TenSEAL for the contexts and keys and the binding for the ciphertexts (ADR 0555).
+Parsing checks lengths, counts, limits and SEAL's header before SEAL sees a byte, and every
+TenSEAL or SEAL exception becomes an :class:`HeError`.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from fl.privacy.errors import (
     HeMismatchError,
 )
 from fl.privacy.packing import EXACT, Layout, PackingError, from_grid, pack, to_grid, unpack
+from fl.privacy.sealio import SealFile, check_seal_header, decode_pairs, encode_pairs
 from ledger.codec import CodecError, decode_record, encode, record
 
 __all__ = [
@@ -68,11 +73,11 @@ __all__ = [
 IntVec = npt.NDArray[np.int64]
 
 MAGIC = b"FLHE"
-VERSION = 1
+VERSION = 2  # 1: TenSEAL CKKSVector chunks, one value per slot (before ADR 0555)
 _PREFIX = struct.Struct(">4sBI")
 _LEN = struct.Struct(">I")
 MAX_HEADER_BYTES = 4096
-MAX_CHUNK_OVERHEAD = 4096  # TenSEAL protobuf + SEAL header around the 2 x N x 8 coefficient bytes
+MAX_CHUNK_OVERHEAD = 4096  # SEAL header and compression framing around 2 x N x 8 coefficient bytes
 MAX_VALUES = 1 << 28
 MAX_CONTEXT_BYTES = 16 << 20
 NOISE_PER_N = 0.15  # measured per-slot noise std of one encryption is 0.146 N 2^-scale_bits
@@ -109,7 +114,13 @@ class HeParams:
 
     @property
     def slots(self) -> int:
+        """CKKS slots per ciphertext (complex numbers)."""
         return self.poly_modulus_degree // 2
+
+    @property
+    def capacity(self) -> int:
+        """Slot integers per ciphertext: two per CKKS slot, its real and imaginary part."""
+        return self.poly_modulus_degree
 
     @property
     def slot_bits(self) -> int:
@@ -149,7 +160,8 @@ class HeParams:
     def describe(self) -> str:
         return (
             f"N={self.poly_modulus_degree}, q={'+'.join(map(str, self.coeff_mod_bit_sizes))} bits, "
-            f"scale 2^{self.scale_bits}, {self.slots} slots of {self.slot_bits} bits, "
+            f"scale 2^{self.scale_bits}, {self.capacity} integers of {self.slot_bits} bits "
+            f"({self.slots} complex slots), "
             f"{self.security_bits}-bit security, up to {self.max_summands} summands"
         )
 
@@ -233,6 +245,10 @@ class PublicContext:
     def holds_secret_key(self) -> bool:
         return bool(self._ctx.has_secret_key())
 
+    @cached_property
+    def _seal(self) -> _Seal:
+        return _Seal(self._ctx, self.params)
+
     def to_bytes(self) -> bytes:
         """The public context (no secret key, no relinearization or Galois keys)."""
         return self._public
@@ -273,6 +289,12 @@ class SecretContext(PublicContext):
     def public(self) -> PublicContext:
         return PublicContext.from_bytes(self._public, self.params)
 
+    @cached_property
+    def _decryptor(self) -> Any:
+        import tenseal.sealapi as sealapi
+
+        return sealapi.Decryptor(self._seal.context, self._ctx.secret_key().data)
+
     def secret_bytes(self) -> bytes:
         """Serialization including the secret key, for the key holder's own storage only."""
         return bytes(self._ctx.serialize(save_secret_key=True, save_galois_keys=False))
@@ -285,6 +307,30 @@ class SecretContext(PublicContext):
         if not ctx.has_secret_key():
             raise HeKeyError("these context bytes hold no secret key (a public context)")
         return cls(ctx, _identify(ctx, params), _public_bytes(ctx))
+
+
+class _Seal:
+    """A context's SEAL objects: encoder, evaluator, public-key encryptor, data level and scale."""
+
+    def __init__(self, ctx: Any, params: HeParams) -> None:
+        import tenseal.sealapi as sealapi
+
+        self.context = ctx.seal_context().data
+        self.encoder = sealapi.CKKSEncoder(self.context)
+        self.evaluator = sealapi.Evaluator(self.context)
+        self.encryptor = sealapi.Encryptor(self.context, ctx.public_key().data)
+        self.parms_id = list(_parms_id(params))
+        self.scale = float(1 << params.scale_bits)
+        self.zero = sealapi.Plaintext()
+        self.encoder.encode([0j], self.parms_id, self.scale, self.zero)
+
+    def encrypt_zero(self) -> Any:
+        """A fresh public-key encryption of zero at the data level and scale."""
+        import tenseal.sealapi as sealapi
+
+        ct = sealapi.Ciphertext()
+        self.encryptor.encrypt(self.zero, ct)
+        return ct
 
 
 def _public_bytes(ctx: Any) -> bytes:
@@ -398,7 +444,7 @@ def _check_against(parsed: _Parsed, ctx: PublicContext) -> None:
             "ciphertext was encrypted under another public key than this context's"
         )
     _check_layout(h.layout, ctx.params)
-    want = -(-h.layout.slots_for(h.count) // ctx.params.slots)
+    want = -(-h.layout.slots_for(h.count) // ctx.params.capacity)
     if h.chunks != want:
         raise HeFormatError(f"{h.chunks} ciphertexts for {h.count} values, expected {want}")
     limit = ctx.params.ciphertext_bytes + MAX_CHUNK_OVERHEAD
@@ -418,35 +464,31 @@ def _check_layout(layout: Layout, params: HeParams) -> None:
         )
 
 
-def _chunk_sizes(layout: Layout, count: int, slots: int) -> list[int]:
+def _chunk_sizes(layout: Layout, count: int, capacity: int) -> list[int]:
     total = layout.slots_for(count)
-    return [min(slots, total - s) for s in range(0, total, slots)]
+    return [min(capacity, total - s) for s in range(0, total, capacity)]
 
 
-def _load_vector(data: bytes, ctx: PublicContext, size: int, index: int) -> Any:
-    import tenseal as ts
+def _load_ciphertext(f: SealFile, data: bytes, ctx: PublicContext, index: int) -> Any:
+    import tenseal.sealapi as sealapi
 
+    check_seal_header(data, index)
+    seal = ctx._seal
     try:
-        vec = ts.ckks_vector_from(ctx._ctx, data)
-        cts = vec.ciphertext()
-    except Exception as e:  # protobuf parse errors (ValueError), SEAL validation (RuntimeError)
+        ct = f.load(sealapi.Ciphertext(), seal.context, data)
+    except Exception as e:  # SEAL's validation (ValueError, RuntimeError)
         raise HeFormatError(f"ciphertext {index} is not valid for this context: {e}") from e
-    if vec.size() != size:
-        raise HeFormatError(f"ciphertext {index} holds {vec.size()} values, expected {size}")
-    if len(cts) != 1:
-        raise HeFormatError(f"ciphertext {index} has {len(cts)} SEAL ciphertexts, expected 1")
-    ct = cts[0]
     if (
         ct.size() != 2
-        or tuple(ct.parms_id()) != _parms_id(ctx.params)
-        or ct.scale != float(1 << ctx.params.scale_bits)
+        or list(ct.parms_id()) != seal.parms_id
+        or ct.scale != seal.scale
         or not ct.is_ntt_form()
     ):
         raise HeMismatchError(
             f"ciphertext {index} is not a fresh-level, 2-polynomial ciphertext at scale "
             f"2^{ctx.params.scale_bits} for these parameters"
         )
-    return vec
+    return ct
 
 
 # ------------------------------------------------------------------ operations
@@ -459,8 +501,7 @@ class ZeroPool:
     fresh randomness ``u, e0, e1`` and products with the public key) plus the encoding of
     ``m``. A trainer that makes the encryptions of zero while it waits (for the round to
     open, for its training, for the others) encrypts its update at submission time by
-    encoding and one addition per ciphertext: measured 1.5 ms instead of 5.3 ms per
-    ciphertext at N=8192. The result is distributed exactly as a fresh encryption (same
+    encoding and one addition per ciphertext (ADR 0554). The result is distributed exactly as a fresh encryption (same
     noise, same bytes per ciphertext) as long as each encryption of zero is used **once**:
     two updates masked by the same one differ by ``m1 - m2`` in the clear. :meth:`take`
     therefore hands each set out once and forgets it; nothing is ever written to disk.
@@ -475,7 +516,7 @@ class ZeroPool:
             raise HeError(f"cannot encrypt {count} values (1..{MAX_VALUES})")
         self.ctx = ctx
         self.layout = layout
-        self.sizes = _chunk_sizes(layout, count, ctx.params.slots)
+        self.sizes = _chunk_sizes(layout, count, ctx.params.capacity)
         self._sets: list[list[Any]] = []
 
     def __len__(self) -> int:
@@ -483,15 +524,12 @@ class ZeroPool:
 
     def fill(self, sets: int = 1) -> None:
         """Make ``sets`` more sets of encryptions of zero (the offline part)."""
-        import tenseal as ts
-
-        scale = float(1 << self.ctx.params.scale_bits)
+        seal = self.ctx._seal
         for _ in range(sets):
             try:
-                self._sets.append([ts.ckks_vector(self.ctx._ctx, [0.0] * k, scale)
-                                   for k in self.sizes])
-            except Exception as e:  # pragma: no cover - TenSEAL rejects only impossible inputs
-                raise HeError(f"TenSEAL could not encrypt: {e}") from e
+                self._sets.append([seal.encrypt_zero() for _ in self.sizes])
+            except Exception as e:  # pragma: no cover - SEAL rejects only impossible inputs
+                raise HeError(f"SEAL could not encrypt: {e}") from e
 
     def take(self) -> list[Any] | None:
         """One set, never handed out again (None when the pool is empty)."""
@@ -508,33 +546,45 @@ def encrypt(values: IntVec, ctx: PublicContext, layout: Layout = EXACT, weight: 
     ``zeros``: a :class:`ZeroPool` for this context, size and layout; one of its sets is
     used (and gone) if it has any, otherwise the encryption is done from scratch.
     """
-    import tenseal as ts
-
     if not isinstance(values, np.ndarray) or values.dtype != np.int64 or values.ndim != 1:
         raise HeError("encrypt takes a 1-D int64 vector (fixed-point update)")
     if not 1 <= values.size <= MAX_VALUES:
         raise HeError(f"cannot encrypt {values.size} values (1..{MAX_VALUES})")
     _check_layout(layout, ctx.params)
-    slots = pack(to_grid(values, layout), weight, layout)
-    scale = float(1 << ctx.params.scale_bits)
-    n = ctx.params.slots
     masks = None
     if zeros is not None:
         if zeros.ctx.key_id != ctx.key_id or zeros.layout != layout \
-                or zeros.sizes != _chunk_sizes(layout, int(values.size), n):
+                or zeros.sizes != _chunk_sizes(layout, int(values.size), ctx.params.capacity):
             raise HeError("the zero pool was made for another key, layout or model size")
         masks = zeros.take()
+    slots = pack(to_grid(values, layout), weight, layout)
+    return _encrypt_slots(slots, ctx, layout, int(values.size), weight, masks)
+
+
+def _encrypt_slots(slots: npt.NDArray[np.float64], ctx: PublicContext, layout: Layout,
+                   count: int, weight: int, masks: list[Any] | None = None) -> bytes:
+    """Encrypt packed slot integers as they are (no range checks: :func:`encrypt` made them)."""
+    import tenseal.sealapi as sealapi
+
+    seal = ctx._seal
+    n = ctx.params.capacity
     chunks = []
-    for i, s in enumerate(range(0, slots.size, n)):
-        part = slots[s : s + n].tolist()
-        try:
-            # online half: encode the values and add them to a fresh encryption of zero
-            vec = masks[i] + part if masks is not None else ts.ckks_vector(ctx._ctx, part, scale)
-        except Exception as e:  # pragma: no cover - TenSEAL rejects only impossible inputs
-            raise HeError(f"TenSEAL could not encrypt: {e}") from e
-        chunks.append(bytes(vec.serialize()))
+    plain = sealapi.Plaintext()
+    with SealFile() as f:
+        for i, s in enumerate(range(0, slots.size, n)):
+            try:
+                encode_pairs(seal.encoder, slots[s : s + n], seal.parms_id, seal.scale, plain)
+                if masks is not None:  # online half: add the encoding to an encryption of zero
+                    ct = masks[i]
+                    seal.evaluator.add_plain_inplace(ct, plain)
+                else:
+                    ct = sealapi.Ciphertext()
+                    seal.encryptor.encrypt(plain, ct)
+            except Exception as e:  # pragma: no cover - SEAL rejects only impossible inputs
+                raise HeError(f"SEAL could not encrypt: {e}") from e
+            chunks.append(f.dump(ct))
     header = CiphertextHeader(
-        ctx.params.fingerprint, ctx.key_id, layout, int(values.size), weight, 1, len(chunks)
+        ctx.params.fingerprint, ctx.key_id, layout, count, weight, 1, len(chunks)
     )
     return _frame(header, chunks)
 
@@ -566,13 +616,14 @@ def add(ciphertexts: Sequence[bytes], ctx: PublicContext) -> bytes:
         raise HeMismatchError(
             f"{summands} summands exceed the noise budget of {ctx.params.max_summands}"
         )
-    sizes = _chunk_sizes(first.layout, first.count, ctx.params.slots)
+    evaluator = ctx._seal.evaluator
     out = []
-    for k, size in enumerate(sizes):
-        acc = _load_vector(parsed[0].chunks[k], ctx, size, k)
-        for p in parsed[1:]:
-            acc = acc + _load_vector(p.chunks[k], ctx, size, k)
-        out.append(bytes(acc.serialize()))
+    with SealFile() as f:
+        for k in range(first.chunks):
+            acc = _load_ciphertext(f, parsed[0].chunks[k], ctx, k)
+            for p in parsed[1:]:
+                evaluator.add_inplace(acc, _load_ciphertext(f, p.chunks[k], ctx, k))
+            out.append(f.dump(acc))
     header = CiphertextHeader(
         first.params_id, first.key_id, first.layout, first.count, weight, summands, len(out)
     )
@@ -598,16 +649,21 @@ def decrypt(data: bytes, ctx: SecretContext) -> DecryptedSum:
     parsed = _parse(data)
     _check_against(parsed, ctx)
     h = parsed.header
-    sizes = _chunk_sizes(h.layout, h.count, ctx.params.slots)
+    import tenseal.sealapi as sealapi
+
+    sizes = _chunk_sizes(h.layout, h.count, ctx.params.capacity)
     raw = np.empty(sum(sizes), dtype=np.float64)
     pos = 0
-    for k, size in enumerate(sizes):
-        vec = _load_vector(parsed.chunks[k], ctx, size, k)
-        try:
-            raw[pos : pos + size] = np.asarray(vec.decrypt(), dtype=np.float64)
-        except Exception as e:  # pragma: no cover - a loaded ciphertext always decrypts
-            raise HeDecryptError(f"decryption of ciphertext {k} failed: {e}") from e
-        pos += size
+    plain = sealapi.Plaintext()
+    with SealFile() as f:
+        for k, size in enumerate(sizes):
+            ct = _load_ciphertext(f, parsed.chunks[k], ctx, k)
+            try:
+                ctx._decryptor.decrypt(ct, plain)
+                raw[pos : pos + size] = decode_pairs(ctx._seal.encoder, plain, size)
+            except Exception as e:  # pragma: no cover - a loaded ciphertext always decrypts
+                raise HeDecryptError(f"decryption of ciphertext {k} failed: {e}") from e
+            pos += size
     rounded = np.rint(raw)
     residual = float(np.abs(raw - rounded).max()) if raw.size else 0.0
     if not residual <= RESIDUAL_LIMIT:  # also catches NaN

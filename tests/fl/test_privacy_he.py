@@ -37,7 +37,7 @@ from fl.privacy import (
 from fl.privacy import he as he_mod
 from ledger.codec import decode_record, encode
 
-N_VALUES = 5000  # two ciphertexts at N = 8192, the second one partly filled
+N_VALUES = 10_000  # two ciphertexts at N = 8192 (8,192 values each), the second partly filled
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,7 @@ def test_parameter_sets_state_security_and_noise_budget(
     p = PARAMS[name]
     assert p.security_bits == security and p.security_bits >= 128
     assert p.slots == slots and p.max_summands == max_summands and p.slot_bits == 36
+    assert p.capacity == 2 * slots  # a real and an imaginary part per slot
     assert p.error_bound(p.max_summands) <= 0.5 < p.error_bound(2 * p.max_summands)
     assert decode_record(encode(p), HeParams) == p and len(p.fingerprint) == 32
 
@@ -149,13 +150,14 @@ def test_packed_layouts_sum_exactly_at_their_extremes(
     shift = 24 - layout.frac_bits
     b = layout.value_bound
     vals = [
-        rng.choice(np.array([-b, b], dtype=np.int64), 12_000) << shift
+        rng.choice(np.array([-b, b], dtype=np.int64), 20_000) << shift
         for _ in range(layout.max_weight)
     ]
     blobs = [encrypt(v, pub, layout) for v in vals]
     total = decrypt(add(blobs, pub), sk)
     assert np.array_equal(total.values, sum(vals))
-    # 12,000 values: 3 ciphertexts in the exact layout, 2 with two lanes, 1 with three.
+    # 20,000 values: 3 ciphertexts of 8,192 integers in the exact layout, 2 with two lanes,
+    # 1 with three.
     assert inspect(blobs[0]).chunks == {2: 2, 3: 1}[layout.lanes]
 
 
@@ -166,7 +168,7 @@ def test_offline_online_encryption_sums_exactly_and_never_reuses_a_mask(
     deltas, weights = _updates(6, seed=11)
     pool = ZeroPool(pub, N_VALUES, EXACT)
     pool.fill(4)
-    assert len(pool) == 4 and pool.sizes == [4096, N_VALUES - 4096]
+    assert len(pool) == 4 and pool.sizes == [8192, N_VALUES - 8192]
 
     # Execute: the first 4 come from the pool (online: encode + add), the last 2 from
     # scratch because the pool is empty by then
@@ -245,12 +247,9 @@ def test_a_party_with_only_the_public_context_cannot_decrypt(
     fake = SecretContext(pub._ctx, pub.params, pub.to_bytes())  # a "secret" context without a key
     with pytest.raises(HeKeyError):
         decrypt(blob, fake)
-    # Not just our check: TenSEAL itself has no key to decrypt with.
-    import tenseal as ts
-
-    chunk = he_mod._parse(blob).chunks[0]
-    with pytest.raises(ValueError, match="secret"):
-        ts.ckks_vector_from(pub._ctx, chunk).decrypt()
+    # Not just our check: the public context has no key to decrypt with.
+    with pytest.raises(ValueError, match="Secret key"):
+        pub._ctx.secret_key()
 
 
 def test_ciphertext_under_another_key_is_refused(
@@ -326,6 +325,45 @@ def test_corrupted_ciphertexts_never_crash_nor_decrypt_to_a_wrong_sum(
     assert outcomes["error"] > 0
 
 
+def test_chunks_that_are_not_one_seal_ciphertext_are_format_errors(
+    sk: SecretContext, pub: PublicContext
+) -> None:
+    blob = encrypt(np.arange(100, dtype=np.int64), pub)
+    chunk = he_mod._parse(blob).chunks[0]
+    header = he_mod._parse(blob).header
+
+    def with_chunk(c: bytes) -> bytes:
+        return he_mod._frame(header, [c])
+
+    bad_magic = b"\x00\x00" + chunk[2:]
+    longer = chunk + b"\x00" * 8  # SEAL would ignore the tail; the header's size does not match
+    garbled = chunk[:16] + bytes(len(chunk) - 16)  # a valid header over a zeroed body
+    for bad, msg in [(chunk[:10], "shorter than SEAL's header"), (bad_magic, "SEAL's header"),
+                     (longer, "claims"), (garbled, "not valid for this context")]:
+        with pytest.raises(HeFormatError, match=msg):
+            add([with_chunk(bad)], pub)
+        with pytest.raises(HeFormatError, match=msg):
+            decrypt(with_chunk(bad), sk)
+    # Bytes after the end of SEAL's compressed body, with a header that counts them, are
+    # ignored by SEAL: the value is unchanged and a sum re-serializes to the canonical bytes.
+    padded = chunk[:8] + (len(chunk) + 8).to_bytes(8, "little") + chunk[16:] + bytes(8)
+    assert np.array_equal(decrypt(with_chunk(padded), sk).values, np.arange(100))
+    assert add([with_chunk(padded)], pub) == add([blob], pub)
+    # format version 1 (TenSEAL CKKSVector chunks, before ADR 0555) is refused by name
+    with pytest.raises(HeFormatError, match="unsupported format version 1"):
+        inspect(blob[:4] + b"\x01" + blob[5:])
+
+
+def test_ciphertexts_pass_through_a_private_temporary_file_without_memfd(
+    sk: SecretContext, pub: PublicContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v = np.arange(-300, 301, dtype=np.int64)
+    with_memfd = encrypt(v, pub)
+    monkeypatch.delattr("os.memfd_create")  # as on macOS
+    blob = encrypt(v, pub)
+    assert np.array_equal(decrypt(add([blob, with_memfd], pub), sk).values, 2 * v)
+
+
 def test_header_defects_are_format_errors(pub: PublicContext) -> None:
     blob = encrypt(np.arange(100, dtype=np.int64), pub)
     with pytest.raises(HeFormatError, match="ciphertexts for"):
@@ -361,11 +399,11 @@ def test_encrypt_refuses_values_outside_the_layout(pub: PublicContext) -> None:
 
 
 def test_header_describes_the_submission(pub: PublicContext) -> None:
-    blob = encrypt(np.arange(9000, dtype=np.int64), pub, EXACT, 37)
+    blob = encrypt(np.arange(17_001, dtype=np.int64), pub, EXACT, 37)
     h = inspect(blob)
-    assert (h.count, h.weight, h.summands, h.chunks) == (9000, 37, 1, 3)
+    assert (h.count, h.weight, h.summands, h.chunks) == (17_001, 37, 1, 3)
     assert h.key_id == pub.key_id and h.params_id == pub.params.fingerprint
-    # 32 bytes per slot: one 60-bit prime, two polynomials of N coefficients.
+    # 16 bytes per value: one 60-bit prime, two polynomials of N coefficients, N values.
     assert 3 * pub.params.ciphertext_bytes < len(blob) < 3 * (pub.params.ciphertext_bytes + 1024)
 
 
@@ -379,10 +417,10 @@ def test_noise_budget_holds_at_the_largest_sum(name: str) -> None:
     layout = Layout(24, 1, 36, params.max_summands)
     rng = np.random.default_rng(8)
     bound = layout.value_bound
-    total = np.zeros(params.slots, dtype=np.int64)
+    total = np.zeros(params.capacity, dtype=np.int64)
     blobs = []
     for _ in range(params.max_summands):
-        v = rng.integers(-bound, bound + 1, params.slots, dtype=np.int64)
+        v = rng.integers(-bound, bound + 1, params.capacity, dtype=np.int64)
         total += v
         blobs.append(encrypt(v, public, layout))
     got = decrypt(add(blobs, public), key)
@@ -392,11 +430,7 @@ def test_noise_budget_holds_at_the_largest_sum(name: str) -> None:
 
 def _raw_submission(pub: PublicContext, slots: list[float], layout: Layout, count: int) -> bytes:
     """A ciphertext built around the encoder's range checks, as a malicious trainer could."""
-    import tenseal as ts
-
-    vec = ts.ckks_vector(pub._ctx, slots, float(1 << pub.params.scale_bits))
-    header = he_mod.CiphertextHeader(pub.params.fingerprint, pub.key_id, layout, count, 1, 1, 1)
-    return he_mod._frame(header, [vec.serialize()])
+    return he_mod._encrypt_slots(np.array(slots), pub, layout, count, 1)
 
 
 def test_audit_finds_an_out_of_range_submission_that_corrupts_the_sum(
