@@ -501,10 +501,11 @@ class ZeroPool:
     fresh randomness ``u, e0, e1`` and products with the public key) plus the encoding of
     ``m``. A trainer that makes the encryptions of zero while it waits (for the round to
     open, for its training, for the others) encrypts its update at submission time by
-    encoding and one addition per ciphertext (ADR 0554). The result is distributed exactly as a fresh encryption (same
-    noise, same bytes per ciphertext) as long as each encryption of zero is used **once**:
-    two updates masked by the same one differ by ``m1 - m2`` in the clear. :meth:`take`
-    therefore hands each set out once and forgets it; nothing is ever written to disk.
+    encoding and one addition per ciphertext (ADR 0554). The result is distributed exactly
+    as a fresh encryption (same noise, same bytes per ciphertext) as long as each encryption
+    of zero is used **once**: two updates masked by the same one differ by ``m1 - m2`` in
+    the clear. :meth:`take` therefore hands each set out once and forgets it; nothing is
+    ever written to disk.
 
     One set covers one update of ``count`` values under ``layout`` (one encryption of zero
     per ciphertext chunk, of the chunk's size).
@@ -642,6 +643,8 @@ class DecryptedSum:
 
 def decrypt(data: bytes, ctx: SecretContext) -> DecryptedSum:
     """Decrypt an encrypted sum and round it to exact integers (key holders only)."""
+    import tenseal.sealapi as sealapi
+
     if not isinstance(ctx, SecretContext) or not ctx.holds_secret_key:
         raise HeKeyError(
             "decryption needs the task's secret key; this party holds only the public context"
@@ -649,8 +652,6 @@ def decrypt(data: bytes, ctx: SecretContext) -> DecryptedSum:
     parsed = _parse(data)
     _check_against(parsed, ctx)
     h = parsed.header
-    import tenseal.sealapi as sealapi
-
     sizes = _chunk_sizes(h.layout, h.count, ctx.params.capacity)
     raw = np.empty(sum(sizes), dtype=np.float64)
     pos = 0
