@@ -32,6 +32,12 @@ timers of `fl_verifier_status`.
     python -m benchmarks.round_overhead                       # digits, mlp, 4+4 nodes, 3 rounds
     python -m benchmarks.round_overhead --rounds 5 --json out.json
     python -m benchmarks.round_overhead --dataset mnist --data-dir ../shared/data/mnist
+    python -m benchmarks.round_overhead --rule fedavg --privacy he   # CKKS-encrypted updates
+
+Under ``--privacy he`` validator 0 is the task's key holder; a round's chain time then also
+holds the key holder's decryption and its ``DecryptedAggregate`` block, and the harness runs
+the same encrypted pipeline in-process. Run it next to ``--rule fedavg`` alone for the
+HE / plaintext ratio on the chain.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ class Workload:
     momentum: str = "0.0"
     alpha_milli: int = 500  # Dirichlet label skew, as Localnet partitions the trainers' data
     rule: str = "robust"
+    privacy: str = "none"  # none | he (HE tasks aggregate with fedavg; a node holds the key)
     pol: str = "attest"
     pol_k: int = 8
     # A round closes as soon as every trainer's update is in; the deadline only bounds it. It
@@ -85,6 +92,7 @@ class Workload:
         return DEFAULT_MODELS[self.dataset]
 
     def sim_config(self) -> Any:
+        from fl.privacy.pipeline import PrivacyConfig
         from fl.simulate import SimConfig
         from fl.train import TrainConfig
 
@@ -95,7 +103,7 @@ class Workload:
             alpha=self.alpha_milli / 1000, test_fraction=0.2, seed=self.seed,
             train=TrainConfig(lr=float(self.lr), momentum=float(self.momentum),
                               epochs=self.epochs, batch_size=self.batch_size, seed=self.seed + 1),
-            rule=self.rule, device="cpu")
+            rule=self.rule, device="cpu", privacy=PrivacyConfig(mode=self.privacy))
 
     def task_options(self) -> Any:
         from cli.taskspec import TaskOptions
@@ -103,6 +111,7 @@ class Workload:
         return TaskOptions(name="round-overhead", model_id=self.model, lr=self.lr,
                            momentum=self.momentum, epochs=self.epochs,
                            batch_size=self.batch_size, rounds=self.rounds, rule=self.rule,
+                           privacy=self.privacy,
                            pol_policy=self.pol, pol_k=self.pol_k, seed=self.seed,
                            round_blocks=self.round_blocks)
 
@@ -520,7 +529,8 @@ def report(w: Workload, sim: list[SimRound], sim_samples: list[int], run: ChainR
            sim_total: float) -> str:
     out = [f"### FL round overhead: {w.dataset}, {w.model}, {w.validators} validators, "
            f"{w.trainers} trainers, {w.rounds} rounds, {w.epochs} epochs, batch {w.batch_size}, "
-           f"lr {w.lr}, Dirichlet({w.alpha_milli / 1000:g}), rule {w.rule}, PoL {w.pol} "
+           f"lr {w.lr}, Dirichlet({w.alpha_milli / 1000:g}), rule {w.rule}, privacy {w.privacy}, "
+           f"PoL {w.pol} "
            f"(k={w.pol_k})", ""]
     same = sorted(run.samples) == sorted(sim_samples) and all(run.samples)
     out.append(f"partition: in-process clients {sim_samples}, chain trainers {run.samples} "
@@ -570,6 +580,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--pol", default="attest", choices=["attest", "replay", "off"])
     ap.add_argument("--rule", default="robust")
+    ap.add_argument("--privacy", default="none", choices=["none", "he"],
+                    help="he: CKKS-encrypted updates (needs --rule fedavg); validator 0 holds the key")
     ap.add_argument("--timeout", type=float, default=900, help="give up on the chain after this")
     ap.add_argument("--stall", type=float, default=180,
                     help="give up when no block commits for this many seconds")
@@ -579,13 +591,15 @@ def main() -> None:
                          "task's seed for every client, as on the chain)")
     ap.add_argument("--json", dest="json_out", default="", help="also write the figures here")
     args = ap.parse_args()
+    if args.privacy == "he" and args.rule != "fedavg":
+        sys.exit("--privacy he aggregates ciphertexts: pass --rule fedavg")
     if args.dataset != "digits" and not args.data_dir:
         sys.exit(f"--dataset {args.dataset} needs --data-dir (only digits is embedded)")
     mnist_like = args.dataset != "digits"
     w = Workload(dataset=args.dataset,
                  data_dir=str(Path(args.data_dir).resolve()) if args.data_dir else "",
                  validators=args.validators, trainers=args.trainers, rounds=args.rounds,
-                 epochs=args.epochs, pol=args.pol, rule=args.rule,
+                 epochs=args.epochs, pol=args.pol, rule=args.rule, privacy=args.privacy,
                  batch_size=32 if mnist_like else 16, lr="0.05" if mnist_like else "0.1",
                  momentum="0.9" if mnist_like else "0.0")
     t0 = time.perf_counter()

@@ -85,3 +85,16 @@ def test_overhead_and_tables() -> None:
     assert b[0][1:4] == ["1.60", "3.00", "+1.40"]
     text = table(["x", "y"], [["a", "1"]])
     assert text.splitlines() == ["| x | y |", "|---|---:|", "| a | 1 |"]
+
+
+def test_an_he_workload_reaches_the_task_and_the_harness() -> None:
+    # Prepare: the encrypted workload (HE tasks aggregate with FedAvg)
+    w = Workload(rule="fedavg", privacy="he", pol="off")
+
+    # Execute: what the chain's TaskCreate and the in-process harness are built from
+    opts, cfg = w.task_options(), w.sim_config()
+
+    # Assert: both run encrypted, with the same rule
+    assert (opts.privacy, opts.rule) == ("he", "fedavg")
+    assert (cfg.privacy.mode, cfg.rule) == ("he", "fedavg")
+    assert Workload().sim_config().privacy.mode == "none"
