@@ -426,7 +426,9 @@ def run_chain(w: Workload, root: Path, timeout: float, keep: bool,
                         ["submissions"])
                 raise TimeoutError(f"round {t['round']} missed its deadline with {n} of "
                                    f"{w.trainers} updates; the contract moved the deadline")
-            if t is not None and int(t["rounds_done"]) > rounds_done:
+            # a round counts once its model is committed (HE: after the key holder's decryption)
+            if t is not None and int(t["rounds_done"]) > rounds_done \
+                    and net.modelled_round(task_id, int(t["rounds_done"])) is not None:
                 rounds_done = int(t["rounds_done"])
                 print(f"chain: round {rounds_done} committed at height {net.height()}, "
                       f"{time.monotonic() - t0 - setup:.1f} s after TaskCreate", flush=True)

@@ -132,13 +132,17 @@ def _follow(net: Any, task_id: int, opts: Any, rows: list[dict[str, Any]], cfg: 
         while done < opts.rounds:
             if time.monotonic() - t0 > timeout:
                 raise TimeoutError(f"no result after {timeout:.0f} s")
+            net.check_alive()
             task = net.task(task_id)
             if task is None:
                 time.sleep(0.5)
                 continue
             while done < task["rounds_done"]:
+                got = net.modelled_round(task_id, done + 1)
+                if got is None:  # HE: the model comes with the key holder's decryption
+                    break
                 done += 1
-                res = net.round_result(task_id, done) or {"accepted": [], "rejected": []}
+                res = got["result"]
                 data = net.model_bytes(task_id, done)
                 acc = evaluate_model(opts.model_id, opts.model_config, data, cfg.dataset,
                                      cfg.data_dir or None)

@@ -164,12 +164,23 @@ class Localnet:
         st = self.try_rpc(i, "status")
         return -1 if st is None else int(st["sync_info"]["latest_block_height"])
 
+    def check_alive(self) -> None:
+        """Raise if a node process exited on its own (``stop``/``kill`` forget theirs): a
+        trainer that never started would otherwise hold every round open until a timeout."""
+        for k, p in enumerate(self.procs):
+            if p is not None and p.poll() is not None:
+                lines = self.log(k).strip().splitlines()
+                raise RPCFailure(f"{self.nodes[k].name} exited with code {p.returncode}: "
+                                 f"{lines[-1][-300:] if lines else '(empty log)'} "
+                                 f"(log: {self.nodes[k].home.root / 'node.log'})")
+
     def wait(self, pred: Any, timeout: float, what: str, poll: float = 0.5) -> Any:
         deadline = time.monotonic() + timeout
         while True:
             v = pred()
             if v:
                 return v
+            self.check_alive()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
             time.sleep(poll)
@@ -259,9 +270,13 @@ class Localnet:
         t = self.try_rpc(i, "fl_task", {"task_id": task_id})
         return None if t is None else t["task"]
 
-    def round_result(self, task_id: int, round_: int, i: int = 0) -> dict[str, Any] | None:
+    def modelled_round(self, task_id: int, round_: int,
+                       i: int = 0) -> dict[str, Any] | None:
+        """``fl_round`` of a round whose new global model is committed, else None. Under HE
+        a round closes (``rounds_done`` counts it) a block or more before the key holder's
+        ``DecryptedAggregate`` commits its model."""
         r = self.try_rpc(i, "fl_round", {"task_id": task_id, "round": round_})
-        return None if r is None else r["result"]
+        return r if r is not None and r.get("model") else None
 
     def model_bytes(self, task_id: int, round_: int | None = None, i: int = 0) -> bytes:
         params: dict[str, Any] = {"task_id": task_id}
