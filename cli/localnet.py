@@ -270,6 +270,10 @@ class Localnet:
         t = self.try_rpc(i, "fl_task", {"task_id": task_id})
         return None if t is None else t["task"]
 
+    def round_result(self, task_id: int, round_: int, i: int = 0) -> dict[str, Any] | None:
+        r = self.try_rpc(i, "fl_round", {"task_id": task_id, "round": round_})
+        return None if r is None else r["result"]
+
     def modelled_round(self, task_id: int, round_: int,
                        i: int = 0) -> dict[str, Any] | None:
         """``fl_round`` of a round whose new global model is committed, else None. Under HE
