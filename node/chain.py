@@ -60,6 +60,7 @@ class ChainService:
             max_tx_bytes=min(cfg.mempool.max_tx_bytes, LedgerMempoolConfig.max_tx_bytes)))
         self._outbox: list[bytes] = []
         self._outbox_ready = trio.Event()
+        self._local: dict[bytes, tuple[bytes, float]] = {}  # our pending txs: hash -> raw, sent
         self._height_changed = trio.Event()
         self.penalize: Callable[[str, int, str], None] = lambda peer, pts, why: None
         self.publish: Callable[[str, bytes], Any] | None = None
@@ -104,6 +105,7 @@ class ChainService:
         """CheckTx a locally submitted tx; if admitted, gossip it to the network."""
         res = self.mempool.check_tx(raw)
         if res.ok:
+            self._local[res.hash] = (raw, trio.current_time())
             self._outbox.append(raw)
             self._outbox_ready.set()
         else:
@@ -160,6 +162,28 @@ class ChainService:
                     await self.publish("txs", msg)
                 except Exception as e:
                     self.log.warning("tx gossip failed", error=repr(e), txs=len(raws))
+
+    async def regossip_loop(self) -> None:
+        """Gossip our own txs again while they stay pending.
+
+        Gossip is fire-and-forget (LIBP2P_NOTES trap 3): a tx published while this node had no
+        mesh peer for the topic, or dropped from a congested peer's queue, would sit in our
+        mempool for good. Seen: 2 of 10 trainers' Join txs in the 14-process FL testnet.
+        """
+        after = self.cfg.mempool.regossip_after_ms / 1000
+        if after <= 0:
+            return
+        while True:
+            await trio.sleep(after / 2)
+            now = trio.current_time()
+            for h, (raw, sent) in list(self._local.items()):
+                if h not in self.mempool:  # committed or evicted: nothing left to spread
+                    del self._local[h]
+                elif now - sent >= after:
+                    self.log.info("tx still pending, gossiping it again", tx=h.hex()[:16])
+                    self._local[h] = (raw, now)
+                    self._outbox.append(raw)
+                    self._outbox_ready.set()
 
     # ------------------------------------------------------------ commit path
 

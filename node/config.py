@@ -103,6 +103,9 @@ class MempoolConfig:
     # network can still carry (benchmarks/consensus.py, 7 validators)
     gossip_backlog_rpcs: int = 32
     gossip_batch_max_wait_ms: int = 1000
+    # gossip is fire-and-forget: a tx this node submitted and still holds after this long is
+    # gossiped again (0: never)
+    regossip_after_ms: int = 5000
 
 
 @dataclass

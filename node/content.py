@@ -196,18 +196,24 @@ class ContentService:
         peers: Iterable[Any] | None = None,
         progress: Progress | None = None,
         timeout_s: float | None = None,
+        prefer: Iterable[Any] | None = None,
     ) -> Cid:
         """Fetch ``cid`` from peers into the store (see `Exchange.fetch`) within a deadline."""
         exchange = await self.wait_ready()
         deadline = timeout_s if timeout_s is not None else self.fetch_timeout_s
         try:
             with trio.fail_after(deadline):
-                return await exchange.fetch(cid, peers=peers, pin=pin, progress=progress)
+                return await exchange.fetch(cid, peers=peers, pin=pin, progress=progress,
+                                            prefer=prefer)
         except trio.TooSlowError:
             name = cid.hex() if isinstance(cid, bytes) else str(cid)
             raise FetchTimeout(f"fetch of {name} did not finish within {deadline:g} s") from None
         finally:
             self.sync_metrics()
+
+    def providers_of(self, cid: Cid | str | bytes) -> list[Any]:
+        """The peers that served ``cid`` when this node last fetched it (see `fetch`'s prefer)."""
+        return [] if self.exchange is None else self.exchange.providers_of(cid)
 
     def stats(self) -> dict[str, Any]:
         """Counters for status pages: store usage and exchange traffic."""

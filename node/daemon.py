@@ -185,6 +185,7 @@ class Node:
             self.nursery = nursery
             await nursery.start(self.p2p.run)
             nursery.start_soon(self.chain.gossip_loop)
+            nursery.start_soon(self.chain.regossip_loop)
             for name, fn, restart in self._services:
                 nursery.start_soon(self._guard, name, fn, restart)
             bound = await nursery.start(serve_rpc, app, self.cfg.rpc.laddr)

@@ -248,7 +248,8 @@ def make_testnet(
     """N validator (+M full-node) homes under OUTPUT/nodeI with one shared genesis.
 
     Node i listens on p2p port ``base_port + 2*i`` and RPC port ``base_port + 2*i + 1``,
-    all on 127.0.0.1, and lists every other node as a bootstrap peer.
+    all on 127.0.0.1. A validator lists every other validator as a bootstrap (gossipsub
+    direct) peer; a full node lists the validators and joins them through the mesh (ADR 0005).
     """
     if validators < 1:
         raise HomeError("a testnet needs at least one validator")
@@ -283,7 +284,12 @@ def make_testnet(
     for node in nodes:
         write_genesis(node.home, genesis)
         cfg = node.home.load_config()
-        cfg.p2p.bootstrap = [o.multiaddr for o in nodes if o is not node]
+        # Direct peers forward every message to every direct peer, so n fully connected
+        # direct peers carry each message over n(n-1) links: 14 nodes spent 12 CPU-seconds per
+        # empty block on 2 cores. Validators stay direct among themselves (consensus never
+        # waits on a mesh); full nodes hang off the validators as ordinary mesh peers.
+        cfg.p2p.bootstrap = [o.multiaddr for o in nodes if o.validator and o is not node]
+        cfg.p2p.direct_bootstrap = node.validator
         save_config(cfg, node.home.config_file)
     return nodes
 

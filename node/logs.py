@@ -75,6 +75,17 @@ def route_libp2p_logs(level: str = "warning") -> None:
     lg.handlers.clear()
     lg.propagate = True
     lg.setLevel(_LEVELS.get(level.lower(), logging.WARNING))
+    gs = logging.getLogger("libp2p.pubsub.gossipsub")
+    if _drop_pending_queue_warnings not in gs.filters:
+        gs.addFilter(_drop_pending_queue_warnings)
+
+
+def _drop_pending_queue_warnings(record: logging.LogRecord) -> bool:
+    """py-libp2p queues gossip for a connected peer whose subscriptions it has not seen yet
+    and, once 100 RPCs are queued, warns on every further message: thousands of lines a
+    minute per validator while such a peer's pubsub stream fails to open under load, each
+    formatted and written by a CPU-starved process. The queue itself stays bounded."""
+    return not str(record.msg).startswith("pending message queue for peer")
 
 
 def get_logger(name: str = "fedledger", **bind: Any) -> Any:

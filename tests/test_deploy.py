@@ -32,7 +32,7 @@ def test_compose_matches_generated_testnet(tmp_path: Path) -> None:
         assert cfg.p2p.listen == [f"/ip4/127.0.0.1/tcp/{meta['p2p_port']}"]
         assert cfg.rpc.laddr == f"127.0.0.1:{meta['rpc_port']}"
         assert f"127.0.0.1:{meta['rpc_port']}/health" in " ".join(svc["healthcheck"]["test"])
-        # Bootstrap peers are exactly the other services, by port and peer id.
+        # Bootstrap peers are exactly the other (validator) services, by port and peer id.
         peers = set()
         for addr in cfg.p2p.bootstrap:
             parts = addr.split("/")

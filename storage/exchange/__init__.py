@@ -72,8 +72,13 @@ class Exchange:
         peers: Iterable[Any] | None = None,
         pin: str | None = None,
         progress: Progress | None = None,
+        prefer: Iterable[Any] | None = None,
     ) -> Cid:
-        return await self.client.fetch(cid, peers=peers, pin=pin, progress=progress)
+        return await self.client.fetch(cid, peers=peers, pin=pin, progress=progress,
+                                       prefer=prefer)
+
+    def providers_of(self, cid: Cid | str | bytes) -> list[Any]:
+        return self.client.providers_of(cid)
 
     async def find_providers(
         self, cid: Cid | str | bytes, peers: Iterable[Any] | None = None

@@ -167,6 +167,14 @@ async def test_trap8_libp2p_warnings_reach_the_node_log() -> None:
     assert line["event"] == "dial failed for test" and line["logger"] == "libp2p.network.swarm"
     logging.getLogger("libp2p.network.swarm").info("chatty internals")
     assert "chatty internals" not in buf.getvalue()  # below the libp2p threshold
+    # the per-message warning of a full optimistic queue is dropped, other warnings pass
+    gs = logging.getLogger("libp2p.pubsub.gossipsub")
+    gs.warning("pending message queue for peer %s exceeded limit (%d > %d), dropping oldest "
+               "messages", "12D3KooWX", 101, 100)
+    gs.warning("GRAFT: ignoring request from direct peer %s", "12D3KooWX")
+    lines = [json.loads(x)["event"] for x in buf.getvalue().strip().splitlines()]
+    assert not any("pending message queue" in e for e in lines)
+    assert lines[-1] == "GRAFT: ignoring request from direct peer 12D3KooWX"
     setup_logging("info", "console")
 
 

@@ -50,3 +50,25 @@ async def test_batches_grow_while_peers_are_behind(autojump_clock: Any) -> None:
             assert len(svc.sent) <= most
         else:
             assert len(svc.sent) >= 20
+
+
+async def test_own_pending_txs_are_gossiped_again_until_they_leave_the_mempool(
+        autojump_clock: Any) -> None:
+    # Prepare: one tx of ours, still pending; the first gossip of it went nowhere
+    svc = service([0])
+    svc.mempool = {b"h1"}
+    svc._local = {b"h1": (b"tx-1", trio.current_time())}
+    async with trio.open_nursery() as n:
+        n.start_soon(ChainService.regossip_loop, svc)
+        # Execute / Assert: not before the interval, then once per interval
+        await trio.sleep(4.0)
+        assert svc._outbox == []
+        await trio.sleep(1.5)
+        assert svc._outbox == [b"tx-1"]
+        await trio.sleep(5.0)
+        assert svc._outbox == [b"tx-1", b"tx-1"]
+        # committed (out of the mempool): forgotten, never sent again
+        svc.mempool.clear()
+        await trio.sleep(20.0)
+        n.cancel_scope.cancel()
+    assert svc._outbox == [b"tx-1", b"tx-1"] and svc._local == {}

@@ -64,7 +64,7 @@ def reach(svc: VerifierService, world: World, reachable: set[bytes]) -> None:
     """What the verifier's network can fetch from now on."""
     store = svc.node.content.store
 
-    async def fetch(cid: bytes, *, pin: str, timeout_s: float) -> None:
+    async def fetch(cid: bytes, *, pin: str, timeout_s: float, prefer: Any = None) -> None:
         if cid not in reachable:
             raise TimeoutError(f"no provider for {cid.hex()[-8:]}")
         store.put_bytes(world.objects[cid], chunk_size=CHUNK, pin=pin)

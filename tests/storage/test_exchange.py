@@ -409,3 +409,35 @@ async def test_a_peer_that_stays_busy_is_asked_again_then_given_up(tmp_path: Pat
         await hog.close()
         assert await c.exchange.fetch(cid) == cid  # free again: served
         assert not (a.penalties or c.penalties)
+
+
+async def test_preferred_provider_spares_asking_every_peer(tmp_path: Path) -> None:
+    """A verifier fetches an update, then its checkpoints from whoever served the update:
+    each peer asked costs a stream open, and a validator of a 14-node testnet has 13."""
+    from storage.errors import NotFound
+
+    async with make_nodes(tmp_path, 4) as (a, b, d, c):
+        update = a.store.put_bytes(blob(3 * CS, 1))
+        checkpoint = a.store.put_bytes(blob(2 * CS, 2))
+        elsewhere = b.store.put_bytes(blob(CS, 3))
+        # Execute: the update from everyone; who had it is remembered
+        await c.exchange.fetch(update)
+        assert c.exchange.providers_of(update) == [a.id]
+        asked = (b.exchange.server.stats.streams, d.exchange.server.stats.streams)
+        # the checkpoint from the update's provider only: b and d see no stream
+        await c.exchange.fetch(checkpoint, prefer=c.exchange.providers_of(update))
+        assert c.store.get_bytes(checkpoint) == a.store.get_bytes(checkpoint)
+        assert (b.exchange.server.stats.streams, d.exchange.server.stats.streams) == asked
+        # a preferred peer without the object: everyone is asked after all
+        await c.exchange.fetch(elsewhere, prefer=[a.id])
+        assert c.store.get_bytes(elsewhere) == b.store.get_bytes(elsewhere)
+        assert c.exchange.providers_of(elsewhere) == [b.id]
+        # a preferred peer that says Have but does not serve: the others are asked after all
+        both = a.store.put_bytes(blob(CS, 4))
+        assert d.store.put_bytes(blob(CS, 4)) == both
+        a.exchange.server._load_block = lambda cid_: (_ for _ in ()).throw(  # type: ignore
+            NotFound("evicted"))
+        await c.exchange.fetch(both, prefer=[a.id])
+        assert c.store.get_bytes(both) == d.store.get_bytes(both)
+        assert d.id in c.exchange.providers_of(both)
+        assert not (a.penalties or b.penalties or c.penalties or d.penalties)
