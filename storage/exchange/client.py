@@ -3,7 +3,9 @@
 How a fetch runs (ADR 0303):
 
 1. *Announcement by asking*: send ``WantHave([cid])`` to the connected peers
-   (or the peers given); those answering ``Have`` are the providers.
+   (or the peers given); those answering ``Have`` are the providers. With ``prefer``,
+   those peers are asked first and nobody else when one has it (a fetch that they then
+   fail to serve starts again with everyone).
 2. Fetch the manifest block from the first provider that serves bytes hashing to
    the CID; decode it strictly; refuse objects over ``store.max_content_bytes``
    and check the quota before any chunk moves.
