@@ -20,7 +20,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fl.aggregate import ScreenContext, Update, aggregate, apply_delta, dequantize, quantize
+from fl.aggregate import (
+    AggregateResult,
+    ScreenContext,
+    Update,
+    aggregate,
+    apply_delta,
+    dequantize,
+    quantize,
+)
 from fl.attacks import ATTACKS, AttackContext, craft, flip_labels, needs_own_training
 from fl.data import Dataset, dirichlet, iid, load_dataset, shards, split
 from fl.data.validation import draw_validation
@@ -36,7 +44,9 @@ from fl.models.exact import ExactModel, ValidationLoss
 from fl.privacy.pipeline import PrivacyConfig, PrivacyPipeline
 from fl.train import TrainConfig, evaluate, select_device, train_local
 
-__all__ = ["DEFAULT_MODELS", "RoundMetrics", "SimConfig", "SimResult", "run_simulation"]
+__all__ = [
+    "DEFAULT_MODELS", "RoundMetrics", "RoundUpdates", "SimConfig", "SimResult", "run_simulation",
+]
 
 DEFAULT_MODELS = {"digits": "mlp", "mnist": "mnist_cnn", "cifar10": "cifar_cnn"}
 _U64 = (1 << 64) - 1
@@ -120,6 +130,17 @@ class RoundMetrics:
     privacy: dict[str, Any] = field(default_factory=dict)  # DP / HE timings and sizes
 
 
+@dataclass(frozen=True)
+class RoundUpdates:
+    """What the aggregation of one round saw and decided (for analyses; see ``on_updates``)."""
+
+    round: int
+    global_q: npt.NDArray[np.int64]  # the quantized global model the updates start from
+    updates: list[Update]
+    malicious: list[bool]  # aligned with ``updates``
+    result: AggregateResult
+
+
 @dataclass
 class SimResult:
     config: SimConfig
@@ -176,8 +197,10 @@ def run_simulation(
     *,
     data: tuple[Dataset, Dataset] | None = None,
     on_round: Callable[[RoundMetrics], None] | None = None,
+    on_updates: Callable[[RoundUpdates], None] | None = None,
 ) -> SimResult:
-    """Run ``cfg.rounds`` rounds and return per-round metrics (``data`` = (train, test) overrides loading)."""
+    """Run ``cfg.rounds`` rounds and return per-round metrics (``data`` = (train, test) overrides
+    loading; ``on_updates`` sees each round's updates and verdicts, e.g. benchmarks/label_flip_probe.py)."""
     started = time.perf_counter()
     if data is None:
         train_set, test_set = split(
@@ -295,6 +318,8 @@ def run_simulation(
                     screen_ctx, validation=ValidationLoss(exact, global_q, vx, vy)
                 )
             result = aggregate(rule, updates, cfg.rule_params, round_ctx)
+        if on_updates is not None:
+            on_updates(RoundUpdates(rnd + 1, global_q, updates, is_bad, result))
         global_q = quantize(dequantize(apply_delta(global_q, result.delta)))
         global_state = unflatten(dequantize(global_q), template)
         t_agg = time.perf_counter() - t1

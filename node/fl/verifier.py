@@ -30,6 +30,7 @@ from ledger.fl import (
     list_tasks,
     round_id,
 )
+from node.fl.cpuslot import BACKGROUND, NORMAL, URGENT, PrioritySlot
 from node.logs import get_logger
 
 if TYPE_CHECKING:
@@ -77,7 +78,8 @@ class VerifierService:
         self.node = node
         self.log = get_logger("fedledger.verifier", moniker=node.cfg.moniker)
         self.work = _Work()
-        self.cpu = trio.CapacityLimiter(1)  # PoL replays and aggregations, one at a time
+        # PoL replays and aggregations, one at a time; aggregations first (cpuslot.py)
+        self.cpu = PrioritySlot()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.stats = {"verified": 0, "rejected": 0, "rounds": 0, "mismatches": 0}
@@ -155,11 +157,11 @@ class VerifierService:
             sink.add(cid, got[cid])
 
     async def _check_submission(self, task_id: int, task: TaskState, trainer: bytes,
-                                sub: Any) -> None:
+                                sub: Any, priority: int = NORMAL) -> None:
         key = (task_id, task.round, trainer)
         t0 = time.perf_counter()
         for attempt in range(UNAVAILABLE_ATTEMPTS):
-            check = await self._verify(task_id, task, trainer, sub)
+            check = await self._verify(task_id, task, trainer, sub, priority)
             # "unavailable" is our own view of the network, not a fact every validator shares:
             # try again (the content may be on other peers by now, e.g. the proposer's)
             # before it goes into a result that the others must reproduce
@@ -181,7 +183,8 @@ class VerifierService:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def _verify(self, task_id: int, task: TaskState, trainer: bytes, sub: Any) -> Check:
+    async def _verify(self, task_id: int, task: TaskState, trainer: bytes, sub: Any,
+                      priority: int = NORMAL) -> Check:
         from fl.pol import Transcript
         from node.fl.sink import PrefetchedSink
         from node.fl.work import TaskModel, verify_submission
@@ -196,7 +199,7 @@ class VerifierService:
                              error=repr(e)[:200])
             return Check(False, "unavailable", False)
         if spec.uses_he:
-            return await self._check_he(task_id, task, trainer, sub, update)
+            return await self._check_he(task_id, task, trainer, sub, update, priority)
         if spec.pol_policy == "off" or not sub.transcript_cid:
             return Check(True, "ok", False, update_bytes=update)
         sink = PrefetchedSink({sub.update_cid: update})
@@ -228,7 +231,7 @@ class VerifierService:
         tm = TaskModel(spec.model_id, dict(spec.model_config), dict(spec.train), spec.pol_k)
         dp = spec.privacy in ("dp", "dp+he")
         t1 = time.perf_counter()
-        async with self.cpu:
+        async with self.cpu.hold(priority):
             waited = time.perf_counter() - t1
             verdict = await trio.to_thread.run_sync(lambda: verify_submission(
                 tm, sub.transcript_cid, sink, seed=sub.seed, policy=spec.pol_policy,
@@ -326,7 +329,7 @@ class VerifierService:
                     ctx = screen_context(spec.model_id, spec.model_config, spec.train)
                 return aggregate_round(spec.rule, dict(spec.rule_params), gbytes, cands, ctx)
 
-            async with self.cpu:
+            async with self.cpu.hold(URGENT):
                 comp = await trio.to_thread.run_sync(compute)
             by_trainer = {c.trainer: c for c in cands}
             for t, err in comp.errors.items():
@@ -367,7 +370,7 @@ class VerifierService:
         return self._he_contexts[cid]
 
     async def _check_he(self, task_id: int, task: TaskState, trainer: bytes, sub: Any,
-                        update: bytes) -> Check:
+                        update: bytes, priority: int = NORMAL) -> Check:
         """An HE submission: one well-formed ciphertext under the task's key and layout, of
         the model's size and with the declared weight. Anyone can check this with the
         public context, so a failure is proven; nothing here can (or tries to) decrypt."""
@@ -383,7 +386,7 @@ class VerifierService:
         count = model_size(spec.model_id, dict(spec.model_config))
         weight = expected_weight(spec, sub.sample_count)
         try:
-            async with self.cpu:
+            async with self.cpu.hold(priority):
                 await trio.to_thread.run_sync(
                     check_submission, update, public, ctx.layout, count, weight)
         except HeError as e:
@@ -415,7 +418,7 @@ class VerifierService:
         accepted: list[Contribution] = []
         enc_cid = b""
         if kept:
-            async with self.cpu:
+            async with self.cpu.hold(URGENT):
                 total = await trio.to_thread.run_sync(
                     add_updates, [c.update_bytes for c in kept], public)
             enc_cid = bytes(self.node.content.store.put_bytes(
@@ -444,50 +447,60 @@ class VerifierService:
         """Our result leaves out updates we could not fetch: fetch them again in the
         background, so that our next proposal includes them if they can be had (validators
         that fetched them refuse a result without them, see ``process``)."""
-        if self._nursery is None:
-            return
-        task = get_task(state, res.task_id)
-        if task is None:
-            return
-        subs = dict(list_submissions(state, res.task_id, res.round))
-        for r in res.rejected:
-            key = (res.task_id, res.round, r.trainer)
-            if r.reason != "unavailable" or key in self.work.refreshing \
-                    or r.trainer not in subs:
-                continue
-            self.work.refreshing.add(key)
+        self._refetch(state, res.task_id, res.round,
+                      [r.trainer for r in res.rejected if r.reason.startswith("unavailable")])
 
-            async def refresh(trainer: bytes = r.trainer, key: Any = key) -> None:
-                try:
-                    await self._check_submission(res.task_id, task, trainer, subs[trainer])
-                finally:
-                    self.work.refreshing.discard(key)
-
-            self._nursery.start_soon(refresh)
-
-    def _recheck_unavailable(self, got: RoundResult, mine: RoundResult) -> None:
-        """The proposer accepted updates we could not fetch: forget those verdicts (and the
-        result built on them) so the next proposal is judged on a fresh fetch - the
+    def _recheck_unavailable(self, state: ChainState, got: RoundResult,
+                             mine: RoundResult) -> None:
+        """The proposer accepted updates we could not fetch: fetch them again - the
         proposer, at least, has the content now."""
         theirs = {c.trainer for c in got.accepted}
         stale = [r.trainer for r in mine.rejected
                  if r.trainer in theirs and r.reason.startswith("unavailable")]
-        if not stale:
-            return
-        for t in stale:
-            k = (got.task_id, got.round, t)
-            self.work.checks.pop(k, None)
-            self.work.started.discard(k)
-        self._forget_results(got.task_id, got.round)
-        self.log.info("re-checking updates the proposer could fetch", task=got.task_id,
-                      round=got.round, trainers=[t.hex()[:12] for t in stale])
+        if self._refetch(state, got.task_id, got.round, stale):
+            self.log.info("re-checking updates the proposer could fetch", task=got.task_id,
+                          round=got.round, trainers=[t.hex()[:12] for t in stale])
+
+    def _refetch(self, state: ChainState, task_id: int, round_: int,
+                 trainers: list[bytes]) -> list[bytes]:
+        """Check ``trainers``' submissions again in the background; the trainers whose
+        re-check started (one at a time per submission).
+
+        The old verdict, and the round result built on it, stand until the new verdict
+        differs (``_check_submission`` then drops the result). Dropping the verdict up front,
+        as this did before, made the next PrepareProposal or ProcessProposal wait for the
+        re-fetch: under load up to three 30 s fetch attempts, longer than PrepareProposal
+        waits, so no proposal could be built while re-checks kept coming (seen: the
+        14-process campaign stood at one height for 5-9 minutes)."""
+        if self._nursery is None or not trainers:
+            return []
+        task = get_task(state, task_id)
+        if task is None or task.round != round_:
+            return []
+        subs = dict(list_submissions(state, task_id, round_))
+        started = []
+        for t in trainers:
+            key = (task_id, round_, t)
+            if key in self.work.refreshing or t not in subs:
+                continue
+            self.work.refreshing.add(key)
+            self._nursery.start_soon(self._refresh_one, task, t, subs[t], key)
+            started.append(t)
+        return started
+
+    async def _refresh_one(self, task: TaskState, trainer: bytes, sub: Any,
+                           key: tuple[int, int, bytes]) -> None:
+        try:
+            await self._check_submission(key[0], task, trainer, sub, BACKGROUND)
+        finally:
+            self.work.refreshing.discard(key)
 
     async def process(self, state: ChainState, block: Block) -> str | None:
         """ProcessProposal: None if the block's FL section is what this validator computes.
 
         Availability is each validator's own view of the network, so both sides re-fetch
         when views differ: a validator whose result calls an update unavailable that the
-        proposal accepts drops its verdict and fetches again (``_recheck_unavailable``), and
+        proposal accepts fetches it again in the background (``_recheck_unavailable``), and
         a proposer re-fetches the updates its own result calls unavailable (``prepare``).
         Before the second half, a proposer that could not fetch an update kept proposing
         without it and the validators that had it kept refusing (seen: a round that did not
@@ -505,7 +518,7 @@ class VerifierService:
                 return f"cannot reproduce round {got.task_id}/{got.round}: {e!r}"[:200]
             if encode(mine) != encode(got):
                 self.stats["mismatches"] += 1
-                self._recheck_unavailable(got, mine)
+                self._recheck_unavailable(state, got, mine)
                 return _mismatch(got, mine)
         return None
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fl.simulate import SimConfig, run_simulation
+from fl.simulate import RoundUpdates, SimConfig, run_simulation
 from fl.train import TrainConfig
 
 SMALL = {
@@ -55,6 +55,24 @@ def test_attacks_are_counted_and_rejected(attack: str, rule: str) -> None:
     assert poisoned > 0
     assert res.poisoned_rejected_fraction == 1.0
     assert all(m.honest + m.poisoned == m.submitted for m in res.rounds)
+
+
+def test_on_updates_sees_each_rounds_updates_and_verdicts() -> None:
+    # Prepare
+    seen: list[RoundUpdates] = []
+    cfg = SimConfig(rounds=2, rule="robust", attack="sign_flip", malicious=0.4, **SMALL)  # type: ignore[arg-type]
+
+    # Execute
+    res = run_simulation(cfg, on_updates=seen.append)
+
+    # Assert: one call per round, aligned with the round's metrics
+    assert [r.round for r in seen] == [1, 2]
+    for r, m in zip(seen, res.rounds, strict=True):
+        assert len(r.updates) == len(r.malicious) == len(r.result.verdicts) == m.submitted
+        assert sum(r.malicious) == m.poisoned
+        assert sum(not v.accepted and b for v, b in zip(r.result.verdicts, r.malicious,
+                                                        strict=True)) == m.poisoned_rejected
+    assert not (seen[0].global_q == seen[1].global_q).all()  # each round's own start
 
 
 def test_config_validation() -> None:

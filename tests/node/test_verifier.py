@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from trio.testing import wait_all_tasks_blocked
 
 import node.fl.verifier as vmod
 from fl.models import build_model, state_dict_of, to_safetensors
@@ -111,17 +112,24 @@ async def test_differing_availability_views_converge_by_refetching(
     reach(a, world, everything)
     await a._check_submission(1, world.task, X, world.subs[1][1])  # type: ignore[arg-type]
     assert await a.round_result(state, 1, 1) == res_b  # type: ignore[arg-type]
-    reach(a, world, everything - {world.subs[1][1].update_cid})
-    a.work.checks[(1, 1, X)] = vmod.Check(False, "unavailable", False)
-    a._forget_results(1, 1)
-    # A refuses B's proposal (it cannot reproduce an aggregate with X in it), says where
-    # the results differ, and fetches X again
-    why = await a.process(state, block(res_b))  # type: ignore[arg-type]
+    # C, which cannot fetch X either, refuses B's proposal (it cannot reproduce an aggregate
+    # with X in it), says where the results differ, and fetches X again in the background;
+    # its old verdict and result stand meanwhile, so a proposal or prevote of C's never
+    # waits for that fetch
+    c = validator(tmp_path, "c", world, everything - {world.subs[1][1].update_cid})
+    c._nursery = nursery
+    why = await c.process(state, block(res_b))  # type: ignore[arg-type]
     assert why is not None and "accepted" in why and X.hex()[:12] in why
-    assert (1, 1, X) not in a.work.checks
-    # once X's update reaches A, A accepts B's proposal
-    reach(a, world, everything)
-    assert await a.process(state, block(res_b)) is None  # type: ignore[arg-type]
+    assert (1, 1, X) in c.work.refreshing
+    assert c.work.checks[(1, 1, X)].reason == "unavailable"
+    await wait_all_tasks_blocked()  # that re-check fails: X is still out of reach
+    assert not c.work.refreshing and c.work.checks[(1, 1, X)].reason == "unavailable"
+    # once X's update reaches C, the next refusal's re-check gets it and C accepts
+    reach(c, world, everything)
+    assert await c.process(state, block(res_b)) is not None  # type: ignore[arg-type]
+    await wait_all_tasks_blocked()
+    assert not c.work.refreshing and c.work.checks[(1, 1, X)].ok
+    assert await c.process(state, block(res_b)) is None  # type: ignore[arg-type]
 
 
 async def test_a_wrong_model_is_refused_naming_the_field(
@@ -164,8 +172,8 @@ async def test_a_verdict_that_changes_drops_the_cached_result(
 
 async def test_a_verdict_that_changes_during_aggregation_is_not_cached_stale(
         tmp_path: Path, world: World, nursery: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Prepare: A cannot fetch X; while its first aggregation runs, a re-check (as in
-    # _recheck_unavailable) drops X's verdict and X's content becomes reachable
+    # Prepare: A cannot fetch X; while its first aggregation runs, X's verdict is dropped
+    # for a re-check and X's content becomes reachable
     everything = set(world.objects)
     a = validator(tmp_path, "a", world, everything - {world.subs[1][1].update_cid})
     a._nursery = nursery
