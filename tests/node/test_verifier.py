@@ -172,8 +172,9 @@ async def test_a_verdict_that_changes_drops_the_cached_result(
 
 async def test_a_verdict_that_changes_during_aggregation_is_not_cached_stale(
         tmp_path: Path, world: World, nursery: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Prepare: A cannot fetch X; while its first aggregation runs, X's verdict is dropped
-    # for a re-check and X's content becomes reachable
+    # Prepare: A cannot fetch X; while its first aggregation runs, X's content becomes
+    # reachable and X's verdict is dropped and the round's results forgotten (what a
+    # changed verdict does to the round's cached results)
     everything = set(world.objects)
     a = validator(tmp_path, "a", world, everything - {world.subs[1][1].update_cid})
     a._nursery = nursery
