@@ -53,7 +53,23 @@ def run_node(home: Path, bootstrap: list[str], listen: list[str], rpc: str | Non
         fail(str(e))
     try:
         trio.run(run_until_signalled, node)
-    except OSError as e:
-        fail(f"cannot start: {e.strerror or e} (is the port in use?)")
     except KeyboardInterrupt:
         pass
+    except BaseException as e:
+        err = listen_error(e)
+        if err is None:
+            raise
+        fail(f"cannot start: {err.strerror or err} (is the port in use? rpc {cfg.rpc.laddr}, "
+             f"p2p {' '.join(cfg.p2p.listen)})")
+
+
+def listen_error(e: BaseException) -> OSError | None:
+    """The OSError a failed bind raised, also from inside the nurseries' exception groups
+    (hypercorn binds the RPC socket in a task, so its EADDRINUSE arrives wrapped)."""
+    if isinstance(e, OSError):
+        return e
+    if isinstance(e, BaseExceptionGroup):
+        for sub in e.exceptions:
+            if (found := listen_error(sub)) is not None:
+                return found
+    return None

@@ -122,7 +122,13 @@ class Testnet:
                              f"mesh={[p[-6:] for p in g['topic_peers']['consensus:mesh']]} "
                              f"stats={g['topic_stats']['consensus']}")
             except Exception as e:  # a diagnostic must not hide the failure
-                lines.append(f"node{i}: {e!r}")
+                p = self.procs[i]
+                state = ("running" if p is not None and p.running else
+                         f"exited with {p.proc.returncode}" if p is not None and p.proc
+                         else "no process")
+                # CI keeps no other trace of a node that died or never served RPC
+                lines.append(f"node{i}: {e!r} ({state}); its last log lines:\n"
+                             + "\n".join(self.log(i).splitlines()[-15:]))
         return "\n".join(lines)
 
     def block_hash(self, i: int, h: int) -> str | None:

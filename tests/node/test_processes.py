@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -75,6 +76,23 @@ def test_bad_bootstrap_multiaddr_exits_2_naming_it(tmp_path: Path) -> None:
     r = run_cli("node", "run", "--home", str(home), "--bootstrap", "/ip4/1.2.3/tcp/x")
     assert r.returncode == 2
     assert "/ip4/1.2.3/tcp/x" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_rpc_port_held_by_a_connection_exits_1_naming_it(tmp_path: Path) -> None:
+    # a peer's outgoing connection can hold a restarting node's port (ephemeral range)
+    home = tmp_path / "h"
+    assert run_cli("init", "--home", str(home)).returncode == 0
+    with socket.socket() as srv, socket.socket() as holder:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        holder.bind(("127.0.0.1", 0))
+        holder.connect(srv.getsockname())
+        rpc = f"127.0.0.1:{holder.getsockname()[1]}"
+        r = run_cli("node", "run", "--home", str(home), "--rpc", rpc,
+                    "--listen", "/ip4/127.0.0.1/tcp/0")
+    assert r.returncode == 1
+    assert "Address already in use" in r.stderr and rpc in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_missing_or_corrupt_home_names_the_file(tmp_path: Path) -> None:
