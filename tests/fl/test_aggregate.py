@@ -295,12 +295,14 @@ def test_screen_thresholds_are_configurable() -> None:
 def _non_iid(rng: np.random.Generator, n: int, size: int = 2000,
              head: tuple[int, int] = (1800, 2000)) -> list[np.ndarray]:
     """Updates whose bodies barely agree (non-IID clients) while their output-layer weights
-    all move down, as behind a ReLU and a softmax the rows of absent classes do."""
+    all move down, as behind a ReLU and a softmax the rows of absent classes do. The output
+    layer holds about twice its share of the parameters of the squared norm (real updates:
+    2.7x and up on the MNIST CNN); much less and the screen takes them for noise."""
     out = []
     for _ in range(n):
         v = rng.normal(0, 1, size)  # the body: each client its own direction
         a, b = head
-        v[a:b] = -0.2 * np.abs(rng.normal(0.5, 1, b - a))
+        v[a:b] = -1.5 * np.abs(rng.normal(0.5, 1, b - a))
         out.append(quantize((0.01 * v).astype(np.float32)))
     return out
 
@@ -321,6 +323,49 @@ def test_screen_rejects_a_sign_flip_the_output_layer_gives_away() -> None:
     assert seeing[8].reason == "opposes_output_layer"
     with pytest.raises(AggregationError, match="output layer range"):
         screen(honest, list(range(8)), context=ScreenContext(head=(1900, 2100)))
+
+
+def test_screen_rejects_noise_even_where_it_is_the_majority() -> None:
+    # Prepare: non-IID honest updates, Gaussian noise of the honest updates' norm, and a
+    # round where noise of 50x that norm is seven of ten (30 % malicious clients draw such
+    # rounds); the noise spreads its energy evenly, the output layer gets its 10 % share
+    rng = np.random.default_rng(13)
+    honest = _non_iid(rng, 10)
+    scale = float(np.linalg.norm(honest[0].astype(np.float64))) / np.sqrt(2000)
+
+    def noise(k: float) -> np.ndarray:
+        return np.rint(rng.normal(0, k * scale, 2000)).astype(np.int64)
+
+    ctx = ScreenContext(head=(1800, 2000))
+    # Execute
+    one = screen([*honest[:8], noise(1)], list(range(9)), context=ctx)
+    blind = screen([*honest[:8], noise(1)], list(range(9)))
+    off = screen([*honest[:8], noise(1)], list(range(9)),
+                 ScreenConfig.from_params({"min_head_energy": 0}), context=ctx)
+    most = screen([*honest[:3], *(noise(50) for _ in range(7))], list(range(10)), context=ctx)
+    # Assert: noise is rejected as such; the honest minority keeps a median norm of its own
+    # (with the median of all ten, its updates were no_progress)
+    assert [vd.accepted for vd in one[:8]] == [True] * 8
+    assert one[8].reason == "noise_like"
+    assert blind[8].accepted and off[8].accepted
+    assert [vd.reason for vd in most] == ["ok"] * 3 + ["noise_like"] * 7
+
+
+def test_screen_finds_the_mean_of_others_that_include_a_rejected_honest_update() -> None:
+    # Prepare: eight honest updates, one of them from a small client with a large step (the
+    # norm-per-step check rejects it), and ALIE with one attacker (z = 0): the mean of all eight
+    rng = np.random.default_rng(14)
+    samples = [300, 200, 250, 400, 350, 150, 300, 20]
+    honest = _sized(rng, samples)
+    honest[7] = honest[7] * 40  # 1 step, with 3x the norm of the largest client's 13
+    alie = np.rint(np.mean(honest, axis=0)).astype(np.int64)
+    ctx = ScreenContext(local_batch=32)
+    # Execute
+    verdicts = screen([*honest, alie], list(range(9)), weights=[*samples, 300], context=ctx)
+    # Assert: against the accepted updates' mean alone it is far from the others
+    assert verdicts[7].reason == "norm_per_step_too_large"
+    assert [vd.accepted for vd in verdicts[:7]] == [True] * 7
+    assert verdicts[8].reason == "derived_from_others"
 
 
 def _sized(rng: np.random.Generator, samples: list[int], batch: int = 32) -> list[np.ndarray]:

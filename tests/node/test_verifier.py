@@ -206,7 +206,7 @@ async def test_the_tasks_validation_set_is_fetched_and_screens_alike(
         tmp_path: Path, world: World, nursery: Any) -> None:
     # Prepare: the robust rule with a digits validation set stored by the task's creator,
     # and a threshold every update exceeds (max_val_rise -1; the world's updates are uniform
-    # shifts, which the one-sided and residual checks would reject first)
+    # shifts, which the noise, one-sided and residual checks would reject first)
     import numpy as np
 
     from fl.data import load_digits
@@ -214,7 +214,8 @@ async def test_the_tasks_validation_set_is_fetched_and_screens_alike(
 
     spec = world.task.spec
     spec.rule = "robust"
-    spec.rule_params = {"max_val_rise": "-1", "max_skew": "1", "min_residual": "0"}
+    spec.rule_params = {"max_val_rise": "-1", "max_skew": "1", "min_residual": "0",
+                        "min_head_energy": "0"}
     spec.validation_cid = world.add(validation_to_bytes(load_digits().subset(np.arange(50))))
     a = validator(tmp_path, "a", world, set(world.objects))
     b = validator(tmp_path, "b", world, set(world.objects))
