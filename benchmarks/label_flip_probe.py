@@ -24,7 +24,10 @@ its threshold flags 2 % (and 5 %) of the honest updates of the same rounds:
   on that class's own images?), which knows nothing of the attack;
 * ``oracle``: a logistic regression over all 100 entries of M, trained on the other seeds'
   labelled updates (leave-one-seed-out) - it learns the attack's own mapping y -> 9 - y,
-  which no deployable screen knows, so it bounds from above what a score of M can do.
+  which no deployable screen knows, so it bounds from above what a score of M can do;
+* ``classes``: the screen's opt-in ``label_mismatch`` statistic (the off-diagonal share of
+  the output layer's coefficients on the validation classes' mean features, exact); it
+  reads the update's output layer directly rather than the logits' response to it.
 
 The figures are in docs/BENCHMARKS.md ("Label flip in the first rounds").
 """
@@ -71,6 +74,14 @@ def _probe(job: tuple[int, int, float, int, int, str]) -> list[dict[str, Any]]:
     template = state_dict_of(net)
     classes = int(vy.max()) + 1
     rows: list[dict[str, Any]] = []
+    from fractions import Fraction
+
+    from fl.aggregate.screen import ScreenConfig, _ClassBasis
+    from fl.models import output_weight_range
+    from fl.models.exact import ExactModel, ValidationLoss
+
+    exact = ExactModel(DEFAULT_MODELS["mnist"])
+    head = output_weight_range(net)
 
     def logits(flat_q: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         net.load_state_dict(unflatten(dequantize(flat_q), template))
@@ -84,14 +95,18 @@ def _probe(job: tuple[int, int, float, int, int, str]) -> list[dict[str, Any]]:
 
     def observe(r: RoundUpdates) -> None:
         before = logits(r.global_q)
+        basis = _ClassBasis(ValidationLoss(exact, r.global_q, val.x, val.y).class_features(),
+                            ScreenConfig().label_ridge)
         for u, bad, v in zip(r.updates, r.malicious, r.result.verdicts, strict=True):
+            share = basis.mismatch(u.delta[head[0]:head[1]].reshape(basis.rows, -1))
             after = logits(r.global_q + u.delta // step)
             d = after - before
             d -= d.mean(1, keepdims=True)
             m = np.stack([d[vy == c].mean(0) for c in range(classes)])
             m -= m.mean(0, keepdims=True)
             rows.append({"seed": seed, "round": r.round, "bad": bad, "accepted": v.accepted,
-                         "loss": nll(after) - nll(before), "m": m})  # fmt: skip
+                         "loss": nll(after) - nll(before), "m": m,
+                         "classes": float(share if share is not None else Fraction(0))})  # fmt: skip
 
     run_simulation(cfg, on_updates=observe)
     return rows
@@ -152,21 +167,23 @@ def main() -> None:
         "selectivity": np.array([-np.trace(r["m"]) / (np.linalg.norm(r["m"]) + 1e-12)
                                  for r in rows]),
         "oracle": _oracle(rows),
+        "classes": np.array([r["classes"] for r in rows]),
     }
     rnd = np.array([r["round"] for r in rows])
     bad = np.array([r["bad"] for r in rows])
     rejected = np.array([not r["accepted"] for r in rows])
     print(f"\nlabel flip at {args.malicious:.0%}, seeds {args.seeds}, step 1/{args.step}, "
           f"validation {args.validation}: flipped updates flagged at 2 % / 5 % of honest flagged\n")
-    print("| rounds | honest / flipped | screen (honest rejected) | loss | selectivity | oracle |")
-    print("| --- | ---: | --- | --- | --- | --- |")
+    print("| rounds | honest / flipped | screen (honest rejected) | loss | selectivity | oracle "
+          "| classes |")
+    print("| --- | ---: | --- | --- | --- | --- | --- |")
     for lo, hi in GROUPS:
         g = (rnd >= lo) & (rnd <= hi)
         if not g.any():
             continue
         h, b = g & ~bad, g & bad
         cells = [f"{100 * rejected[b].mean():.0f} % ({100 * rejected[h].mean():.1f} %)"]
-        for name in ("loss", "selectivity", "oracle"):
+        for name in ("loss", "selectivity", "oracle", "classes"):
             sc = scores[name]
             cells.append(f"{100 * _flagged(sc[h], sc[b], 0.02):.0f} / "
                          f"{100 * _flagged(sc[h], sc[b], 0.05):.0f} %")

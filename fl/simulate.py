@@ -314,8 +314,9 @@ def run_simulation(
             round_ctx = screen_ctx
             if validation is not None and rule == "robust":
                 exact, vx, vy = validation
+                val_loss = ValidationLoss(exact, global_q, vx, vy)
                 round_ctx = dataclasses.replace(
-                    screen_ctx, validation=ValidationLoss(exact, global_q, vx, vy)
+                    screen_ctx, validation=val_loss, class_features=val_loss.class_features
                 )
             result = aggregate(rule, updates, cfg.rule_params, round_ctx)
         if on_updates is not None:

@@ -43,7 +43,14 @@ Checks, in order (the first that fails names the reason):
    in a round of ten: honest non-IID updates lower the loss or raise it a little at that
    step, label-flipped and scaled ones raise it by half or more once the model has learnt
    anything (docs/fl.md);
-10. ``derived_from_others``: ``|u - mean(others)|^2 < min_residual * |u|^2`` with the
+10. ``label_mismatch`` (when the task has a public validation set; ``max_label_mismatch``
+   1 turns it off): the output layer's update decomposed on the class means of the global
+   model's last hidden features (ridge least squares, exact rationals): row k draws on the
+   features of the inputs the trainer labelled k, so an honest trainer's positive
+   coefficients sit on the diagonal, a label flipper's off it (:class:`_ClassBasis`). It
+   separates flips from round 6 on where no loss does, but honest scores rise as training
+   converges, hence a threshold near 1 (ADR 0406);
+11. ``derived_from_others``: ``|u - mean(others)|^2 < min_residual * |u|^2`` with the
    mean over the other accepted non-duplicate updates, and that residual below
    ``min_residual_rel`` x the median of the round's residuals: an update that is (nearly)
    the average of the rest carries no independent training signal (ALIE with small z,
@@ -115,11 +122,22 @@ class ScreenConfig:
     val_step: Fraction = Fraction(1, 10)
     max_val_rise: Fraction = Fraction(1, 2)
     val_floor: Fraction = Fraction(1, 100)
+    # label_mismatch (needs a validation set): the share of the output rows' class
+    # coefficients that lies off the diagonal above this (1: off), with this ridge x the
+    # mean diagonal of the class means' Gram matrix. Lower catches more label flips and
+    # rejects more honest updates late in training (ADR 0406 has the trade-off)
+    max_label_mismatch: Fraction = Fraction(24, 25)
+    label_ridge: Fraction = Fraction(1, 10)
     clip: Fraction = Fraction(1)  # accepted updates are clipped to clip x their median norm; 0: off
     # 1: weight accepted updates by samples x ReLU(cosine to the reference), FLTrust-style.
     # Off by default: on MNIST it slowed clean training and collapsed under 30 % sign flip
     # (rounds with a malicious majority make the reference itself malicious).
     trust: int = 0
+
+    def __post_init__(self) -> None:
+        # a ridge of 0 leaves the class means' Gram matrix singular where features coincide
+        if self.label_ridge <= 0:
+            raise AggregationError(f"label_ridge must be positive, got {self.label_ridge}")
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> ScreenConfig:
@@ -149,6 +167,9 @@ class ScreenContext:
     head: tuple[int, int] | None = None
     local_batch: int = 0
     validation: Callable[[IntVec], int] | None = None
+    # the validation set's classes seen by the global model: per class the sum of the last
+    # hidden activations and the sample count (ValidationLoss.class_features)
+    class_features: Callable[[], tuple[npt.NDArray[np.int64], list[int]]] | None = None
 
     def steps(self, weights: Sequence[int]) -> list[int] | None:
         if self.local_batch < 1:
@@ -241,6 +262,85 @@ def _validation_outliers(
                 > rise.numerator * base * floor.denominator
                 + floor.numerator * VAL_ONE * rise.denominator):
             reasons[i] = "raises_validation_loss"
+
+
+def _solve_right(m: list[list[Fraction]], g: list[list[Fraction]]) -> list[list[Fraction]]:
+    """m g^-1 for a symmetric positive definite g, by Gauss-Jordan elimination in rationals."""
+    n = len(g)
+    aug = [list(g[i]) + [Fraction(int(i == j)) for j in range(n)] for i in range(n)]
+    for col in range(n):
+        piv = aug[col][col]  # positive definite: the pivots are positive, no row swaps
+        aug[col] = [v / piv for v in aug[col]]
+        for r in range(n):
+            if r != col and aug[r][col]:
+                f = aug[r][col]
+                aug[r] = [a - f * b for a, b in zip(aug[r], aug[col], strict=True)]
+    inv = [row[n:] for row in aug]
+    return [[sum((row[k] * inv[k][j] for k in range(n)), Fraction(0)) for j in range(n)]
+            for row in m]
+
+
+class _ClassBasis:
+    """The validation classes' mean features and their ridge-regularised Gram inverse."""
+
+    def __init__(self, features: tuple[npt.NDArray[np.int64], list[int]], ridge: Fraction) -> None:
+        sums, counts = features
+        self.rows = sums.shape[0]
+        self.present = [c for c in range(len(counts)) if counts[c]]
+        self.sums = [sums[c] for c in self.present]
+        self.bounds = [maxabs(v) for v in self.sums]
+        self.counts = [counts[c] for c in self.present]
+        p = len(self.present)
+        # Gram matrix of the class means, exact: (S_i . S_j) / (n_i n_j)
+        g = [[Fraction(dot(self.sums[i], self.sums[j], self.bounds[i], self.bounds[j]),
+                       self.counts[i] * self.counts[j]) for j in range(p)] for i in range(p)]
+        lam = ridge * sum((g[i][i] for i in range(p)), Fraction(0)) / max(p, 1)
+        for i in range(p):
+            g[i][i] += lam
+        self.gram = g
+
+    def mismatch(self, w: IntVec) -> Fraction | None:
+        """The share of the positive, row-centred class coefficients of the output layer's
+        update ``w`` (rows x hidden) that lies off the diagonal; None without any."""
+        m = [[Fraction(dot(w[k], self.sums[j], maxabs(w[k]), self.bounds[j]), self.counts[j])
+              for j in range(len(self.present))] for k in range(self.rows)]
+        pos_all = pos_off = Fraction(0)
+        for k, row in enumerate(_solve_right(m, self.gram)):
+            mean = sum(row, Fraction(0)) / len(row)
+            for j, v in enumerate(row):
+                if v > mean:
+                    pos_all += v - mean
+                    if self.present[j] != k:
+                        pos_off += v - mean
+        return pos_off / pos_all if pos_all > 0 else None
+
+
+def _label_mismatch_outliers(
+    updates: Sequence[IntVec], reasons: list[str | None], head: tuple[int, int],
+    features: tuple[npt.NDArray[np.int64], list[int]], cfg: ScreenConfig,
+) -> None:
+    """Flag the accepted updates whose output layer maps the validation classes' features
+    to other classes' logits (``label_mismatch``).
+
+    Row k of the output layer's update is, to first order, a sum of the features of the
+    samples the trainer labelled k (raised) and of the others (lowered). Its least-squares
+    coefficients on the class means of the global model's features (ridge regularised; the
+    means are close to collinear) say which classes' inputs raised logit k: an honest
+    trainer's rows draw on their own class, a trainer with flipped labels on other ones.
+    The score is the share of the positive coefficients (each row centred on its mean)
+    that lies off the diagonal."""
+    basis = _ClassBasis(features, cfg.label_ridge)
+    a, b = head
+    # Without two classes, or with all-zero features (a dead layer), there is nothing to
+    # decompose on; with a positive ridge and a positive trace the system is regular.
+    if (len(basis.present) < 2 or basis.gram[0][0] == 0
+            or (b - a) != basis.rows * features[0].shape[1]):
+        return
+    for i in range(len(updates)):
+        if reasons[i] is None:
+            share = basis.mismatch(updates[i][a:b].reshape(basis.rows, -1))
+            if share is not None and share > cfg.max_label_mismatch:
+                reasons[i] = "label_mismatch"
 
 
 def _noise_like(u: IntVec, norm2: int, head: tuple[int, int], t: Fraction) -> bool:
@@ -418,6 +518,8 @@ def screen(
         _step_norm_outliers(norms, steps, reasons, cfg.max_step_norm)
     if ctx.validation is not None:
         _validation_outliers(updates, reasons, ctx.validation, cfg)
+    if ctx.class_features is not None and head is not None and cfg.max_label_mismatch < 1:
+        _label_mismatch_outliers(updates, reasons, head, ctx.class_features(), cfg)
 
     # Residual against the mean of the other updates: first of those still accepted, then
     # of all that passed the size and duplicate checks. ALIE averages every honest update
@@ -426,7 +528,8 @@ def screen(
     # at 20 % (measured). Not of all updates: an honest update next to a scaled copy of
     # itself would look derived from it.
     _derived(x, updates, [i for i in pool if reasons[i] not in (
-        "norm_per_step_too_large", "raises_validation_loss")], norms2, reasons, cfg)
+        "norm_per_step_too_large", "raises_validation_loss", "label_mismatch")],
+        norms2, reasons, cfg)
     _derived(x, updates, sized, norms2, reasons, cfg)
 
     return [Verdict(r is None, r or "ok", s) for r, s in zip(reasons, scores, strict=True)]

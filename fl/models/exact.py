@@ -135,6 +135,8 @@ class ExactModel:
             self.offsets[name], self.shapes[name] = offset, shape
             offset += int(np.prod(shape, dtype=np.int64))
         self.size = offset
+        # the output layer's weight (classes x hidden): the last conv or linear of the plan
+        self.output_layer = [op[1] for op in self.plan if op[0] in ("conv", "linear")][-1] + "weight"
 
     def _param(self, flat_q: IntArray, name: str) -> IntArray:
         if name not in self.offsets:
@@ -152,6 +154,13 @@ class ExactModel:
 
     def logits(self, flat_q: IntArray, x_q: IntArray) -> IntArray:
         """Logits in Q28 for inputs from :func:`quantize_inputs`."""
+        return self._forward(flat_q, x_q, features=False)
+
+    def features(self, flat_q: IntArray, x_q: IntArray) -> IntArray:
+        """What the output layer reads (the last hidden activations, FA fractional bits)."""
+        return self._forward(flat_q, x_q, features=True)
+
+    def _forward(self, flat_q: IntArray, x_q: IntArray, features: bool) -> IntArray:
         if flat_q.dtype != np.int64 or flat_q.shape != (self.size,):
             raise ModelFormatError(f"expected {self.size} int64 weights, got {flat_q.shape}")
         a: FloatArray = np.clip(x_q, -SAT, SAT).astype(np.float64)
@@ -169,6 +178,8 @@ class ExactModel:
                 a = a.reshape(a.shape[0], -1)
             else:
                 layer = self._layer(flat_q, prefix)
+                if i == last and features:
+                    return a.astype(np.int64)
                 if i == last:  # logits: FW + FA bits to Q28, not saturated
                     out = self._apply(kind, a, layer, pad, FW + FA - Q, None, None)
                     return out.astype(np.int64)
@@ -264,6 +275,17 @@ class ValidationLoss:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def class_features(self) -> tuple[IntArray, list[int]]:
+        """Per class of the validation set: the sum of the global model's last hidden
+        activations over its samples, and how many there are (classes x hidden, counts)."""
+        classes = self.model.shapes[self.model.output_layer][0]
+        feats = np.concatenate([self.model.features(self.global_q, self.x_q[s : s + self.batch])
+                                for s in range(0, len(self.y), self.batch)])
+        sums = np.zeros((classes, feats.shape[1]), dtype=np.int64)
+        np.add.at(sums, self.y[self.y < classes], feats[self.y < classes])
+        counts = np.bincount(self.y[self.y < classes], minlength=classes).tolist()
+        return sums, [int(c) for c in counts]
 
     def __call__(self, delta: IntArray) -> int:
         w = self.global_q + delta

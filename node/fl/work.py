@@ -176,8 +176,8 @@ def screen_context(model_id: str, model_config: Mapping[str, Any], train: Mappin
     config = resolve_config(model_id, dict(model_config))
     x, y = validation_for_model(validation, model_id, config)
     gq = quantize(flatten(load_state(global_bytes)))
-    return dataclasses.replace(
-        ctx, validation=ValidationLoss(ExactModel(model_id, config), gq, x, y))
+    loss = ValidationLoss(ExactModel(model_id, config), gq, x, y)
+    return dataclasses.replace(ctx, validation=loss, class_features=loss.class_features)
 
 
 def aggregate_round(

@@ -368,6 +368,69 @@ def test_screen_finds_the_mean_of_others_that_include_a_rejected_honest_update()
     assert verdicts[8].reason == "derived_from_others"
 
 
+def _output_rows(rng: np.random.Generator, means: np.ndarray, held: list[int],
+                 label: dict[int, int]) -> np.ndarray:
+    """An output layer's update (classes x hidden) as SGD makes it from a near-random model:
+    row ``label[c]`` gains the features of the held classes' inputs, every row loses a tenth
+    of them (softmax p = 1/10), plus noise."""
+    rows = np.zeros_like(means)
+    for c in held:
+        n = rng.integers(20, 60)
+        rows[label[c]] += n * means[c]
+        rows -= n * 0.1 * means[c]
+    return rows + rng.normal(0, 0.05 * np.abs(rows).mean(), rows.shape)
+
+
+def test_screen_label_mismatch_finds_a_flipped_mapping() -> None:
+    # Prepare: ten classes whose mean features are positive and nearly collinear (as a ReLU
+    # layer's are), eight honest trainers of two classes each and one that labels c as 9 - c;
+    # the other checks off, to see this one alone
+    rng = np.random.default_rng(15)
+    hidden = 16
+    means = 1.0 + 0.3 * rng.random((10, hidden))
+    counts = [25] * 10
+    sums = np.rint(means * (1 << 14) * 25).astype(np.int64)
+    ident = {c: c for c in range(10)}
+    rows = [_output_rows(rng, means, rng.choice(10, 2, replace=False).tolist(), ident)
+            for _ in range(8)]
+    rows.append(_output_rows(rng, means, [1, 2], {c: 9 - c for c in range(10)}))
+    body = 40
+    ups = [quantize(np.concatenate([rng.normal(0, 1e-4, body), 1e-3 * r.ravel()])
+                    .astype(np.float32)) for r in rows]
+    ctx = ScreenContext(head=(body, body + 10 * hidden), class_features=lambda: (sums, counts))
+    quiet = {"max_skew": 1, "min_residual": 0, "min_cos": -1, "head_cos": -1,
+             "min_head_energy": 0, "max_norm": 100, "min_norm": 0}
+    # Execute
+    off = screen(ups, list(range(9)),
+                 ScreenConfig.from_params({**quiet, "max_label_mismatch": 1}), context=ctx)
+    on = screen(ups, list(range(9)),
+                ScreenConfig.from_params({**quiet, "max_label_mismatch": "0.9"}), context=ctx)
+    blind = screen(ups, list(range(9)), ScreenConfig.from_params(quiet),
+                   context=ScreenContext(head=(body, body + 10 * hidden)))
+    # Assert: it rejects the flipper alone; 1 turns it off, as does a task without a set
+    assert [vd.reason for vd in on] == ["ok"] * 8 + ["label_mismatch"]
+    assert all(vd.accepted for vd in off) and all(vd.accepted for vd in blind)
+    assert ScreenConfig().max_label_mismatch < 1
+
+
+def test_label_mismatch_without_features_to_decompose_on_keeps_every_update() -> None:
+    # Prepare: a dead hidden layer (all features zero), and a set of one class only
+    rng = np.random.default_rng(16)
+    ups = [quantize(rng.normal(0, 1e-3, 200).astype(np.float32)) for _ in range(5)]
+    quiet = ScreenConfig.from_params({"max_skew": 1, "min_residual": 0, "min_cos": -1,
+                                      "min_head_energy": 0, "max_label_mismatch": "0.5"})
+    dead = (np.zeros((10, 16), np.int64), [5] * 10)
+    one = (np.ones((10, 16), np.int64) * np.arange(10)[:, None], [0, 0, 0, 7] + [0] * 6)
+    blind = screen(ups, list(range(5)), quiet, context=ScreenContext(head=(40, 200)))
+    # Execute / Assert: nothing to decompose on, the verdicts of a task without a set (and no
+    # division by zero)
+    for feats in (dead, one):
+        ctx = ScreenContext(head=(40, 200), class_features=lambda f=feats: f)  # type: ignore[misc]
+        assert screen(ups, list(range(5)), quiet, context=ctx) == blind
+    with pytest.raises(AggregationError, match="label_ridge must be positive"):
+        ScreenConfig.from_params({"label_ridge": 0})
+
+
 def _sized(rng: np.random.Generator, samples: list[int], batch: int = 32) -> list[np.ndarray]:
     """Honest updates whose norms grow with their local SGD steps, as real ones do."""
     ups = []

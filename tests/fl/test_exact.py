@@ -99,11 +99,12 @@ x = rng.random((40, 1, 28, 28), dtype=np.float32)
 y = rng.integers(0, 10, 40)
 loss = ValidationLoss(ExactModel("mnist_cnn"), q, x, y, batch=int(sys.argv[1]))
 delta = (rng.normal(0, 0.01, q.size) * (1 << 24)).astype(np.int64)
-print(loss(delta), loss(np.zeros_like(delta)))
+sums, counts = loss.class_features()
+print(loss(delta), loss(np.zeros_like(delta)), hashlib.sha256(sums.tobytes()).hexdigest(), counts)
 """
 
 
-def test_validation_loss_is_identical_across_processes_threads_and_batches() -> None:
+def test_validation_loss_and_class_features_are_identical_across_processes() -> None:
     # Execute: two processes, with different BLAS thread counts and batch sizes
     outs = []
     for threads, batch in (("1", "40"), ("2", "7")):
@@ -113,7 +114,27 @@ def test_validation_loss_is_identical_across_processes_threads_and_batches() -> 
         outs.append(run.stdout.split())
     # Assert
     assert outs[0] == outs[1]
-    assert len(outs[0]) == 2 and outs[0][0] != outs[0][1]
+    assert len(outs[0]) >= 3 and outs[0][0] != outs[0][1]
+
+
+def test_class_features_are_the_output_layers_inputs_summed_per_class() -> None:
+    # Prepare: the digits MLP; its output layer's input is the last ReLU's output
+    model = ExactModel("mlp")
+    net = build_model("mlp", {}, seed=6)
+    q = quantize(flatten(net.state_dict()))
+    rng = np.random.default_rng(7)
+    x = rng.random((30, 64), dtype=np.float32)
+    y = np.array([0, 1, 3] * 10, dtype=np.int64)  # classes 2 and 4-9 absent
+    # Execute
+    sums, counts = ValidationLoss(model, q, x, y, batch=7).class_features()
+    feats = model.features(q, quantize_inputs(x))
+    # Assert: integers, the float model's hidden layer to 2^-14, summed per class
+    with torch.no_grad():
+        hidden = net.net[:-1](torch.tensor(x)).double().numpy()
+    assert model.output_layer == "net.3.weight" and sums.shape == (10, 64)
+    assert np.abs(feats / 2.0**14 - hidden).max() < 1e-3
+    assert counts == [10, 10, 0, 10, 0, 0, 0, 0, 0, 0]
+    assert np.array_equal(sums[3], feats[y == 3].sum(0)) and not sums[2].any()
 
 
 def test_validation_loss_rejects_bad_shapes_and_unknown_models() -> None:
