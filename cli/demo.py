@@ -62,7 +62,11 @@ def demo(
                          data_dir=str(Path(data_dir).resolve()) if data_dir else "",
                          malicious=n_bad, attack=attack if n_bad else "")
     model_id = DEFAULT_MODEL[dataset]
+    # With attackers, a round at its deadline closes on the honest trainers' submissions:
+    # the contract jails an attacker after two rejections, and a quorum of every trainer
+    # would then never be reached (the round's deadline would move for ever).
     opts = TaskOptions(name=f"demo-{dataset}", model_id=model_id, rounds=rounds, epochs=epochs,
+                       min_participants=trainers - n_bad if n_bad else 0,
                        privacy=privacy, pol_policy=pol if privacy in ("none", "dp") else "off",
                        rule=rule or ("fedavg" if privacy != "none" else "robust"),
                        lr="0.1" if model_id == "mlp" else "0.05",
