@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,11 +64,15 @@ def run_node(home: Path, bootstrap: list[str], listen: list[str], rpc: str | Non
              f"p2p {' '.join(cfg.p2p.listen)})")
 
 
+_BIND_ERRNOS = {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES}
+
+
 def listen_error(e: BaseException) -> OSError | None:
     """The OSError a failed bind raised, also from inside the nurseries' exception groups
-    (hypercorn binds the RPC socket in a task, so its EADDRINUSE arrives wrapped)."""
+    (hypercorn binds the RPC socket in a task, so its EADDRINUSE arrives wrapped). Other
+    errors keep their traceback: "is the port in use?" would mislead there."""
     if isinstance(e, OSError):
-        return e
+        return e if e.errno in _BIND_ERRNOS else None
     if isinstance(e, BaseExceptionGroup):
         for sub in e.exceptions:
             if (found := listen_error(sub)) is not None:
