@@ -25,7 +25,7 @@ its threshold flags 2 % (and 5 %) of the honest updates of the same rounds:
 * ``oracle``: a logistic regression over all 100 entries of M, trained on the other seeds'
   labelled updates (leave-one-seed-out) - it learns the attack's own mapping y -> 9 - y,
   which no deployable screen knows, so it bounds from above what a score of M can do;
-* ``classes``: the screen's opt-in ``label_mismatch`` statistic (the off-diagonal share of
+* ``classes``: the screen's ``label_mismatch`` statistic (the off-diagonal share of
   the output layer's coefficients on the validation classes' mean features, exact); it
   reads the update's output layer directly rather than the logits' response to it.
 

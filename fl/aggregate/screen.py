@@ -264,8 +264,8 @@ def _validation_outliers(
             reasons[i] = "raises_validation_loss"
 
 
-def _solve_right(m: list[list[Fraction]], g: list[list[Fraction]]) -> list[list[Fraction]]:
-    """m g^-1 for a symmetric positive definite g, by Gauss-Jordan elimination in rationals."""
+def _inverse(g: list[list[Fraction]]) -> list[list[Fraction]]:
+    """g^-1 for a symmetric positive definite g, by Gauss-Jordan elimination in rationals."""
     n = len(g)
     aug = [list(g[i]) + [Fraction(int(i == j)) for j in range(n)] for i in range(n)]
     for col in range(n):
@@ -275,9 +275,7 @@ def _solve_right(m: list[list[Fraction]], g: list[list[Fraction]]) -> list[list[
             if r != col and aug[r][col]:
                 f = aug[r][col]
                 aug[r] = [a - f * b for a, b in zip(aug[r], aug[col], strict=True)]
-    inv = [row[n:] for row in aug]
-    return [[sum((row[k] * inv[k][j] for k in range(n)), Fraction(0)) for j in range(n)]
-            for row in m]
+    return [row[n:] for row in aug]
 
 
 class _ClassBasis:
@@ -298,6 +296,8 @@ class _ClassBasis:
         for i in range(p):
             g[i][i] += lam
         self.gram = g
+        # once per round; empty (never used) when the check is skipped for want of features
+        self.gram_inv = _inverse(g) if p and g[0][0] else []
 
     def mismatch(self, w: IntVec) -> Fraction | None:
         """The share of the positive, row-centred class coefficients of the output layer's
@@ -305,7 +305,12 @@ class _ClassBasis:
         m = [[Fraction(dot(w[k], self.sums[j], maxabs(w[k]), self.bounds[j]), self.counts[j])
               for j in range(len(self.present))] for k in range(self.rows)]
         pos_all = pos_off = Fraction(0)
-        for k, row in enumerate(_solve_right(m, self.gram)):
+        n = len(self.present)
+        if not self.gram_inv:  # all-zero features: nothing to decompose on
+            return None
+        coef = [[sum((row[i] * self.gram_inv[i][j] for i in range(n)), Fraction(0))
+                 for j in range(n)] for row in m]
+        for k, row in enumerate(coef):
             mean = sum(row, Fraction(0)) / len(row)
             for j, v in enumerate(row):
                 if v > mean:
