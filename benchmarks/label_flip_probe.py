@@ -25,9 +25,10 @@ its threshold flags 2 % (and 5 %) of the honest updates of the same rounds:
 * ``oracle``: a logistic regression over all 100 entries of M, trained on the other seeds'
   labelled updates (leave-one-seed-out) - it learns the attack's own mapping y -> 9 - y,
   which no deployable screen knows, so it bounds from above what a score of M can do;
-* ``classes``: the screen's ``label_mismatch`` statistic (the off-diagonal share of
-  the output layer's coefficients on the validation classes' mean features, exact); it
-  reads the update's output layer directly rather than the logits' response to it.
+* ``labels``: the screen's ``label_mismatch`` statistic (ADR 0407: the off-diagonal share
+  of the update's coefficients on the gradients of each logit summed over each validation
+  class, for the last two layers, exact); it reads the update's weights directly rather
+  than the logits' response to it.
 
 The figures are in docs/BENCHMARKS.md ("Label flip in the first rounds").
 """
@@ -76,12 +77,11 @@ def _probe(job: tuple[int, int, float, int, int, str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     from fractions import Fraction
 
-    from fl.aggregate.screen import ScreenConfig, _ClassBasis
-    from fl.models import output_weight_range
+    from fl.aggregate.labels import LabelBasis
+    from fl.aggregate.screen import ScreenConfig
     from fl.models.exact import ExactModel, ValidationLoss
 
     exact = ExactModel(DEFAULT_MODELS["mnist"])
-    head = output_weight_range(net)
 
     def logits(flat_q: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
         net.load_state_dict(unflatten(dequantize(flat_q), template))
@@ -95,10 +95,11 @@ def _probe(job: tuple[int, int, float, int, int, str]) -> list[dict[str, Any]]:
 
     def observe(r: RoundUpdates) -> None:
         before = logits(r.global_q)
-        basis = _ClassBasis(ValidationLoss(exact, r.global_q, val.x, val.y).class_features(),
-                            ScreenConfig().label_ridge)
+        directions = ValidationLoss(exact, r.global_q, val.x, val.y).label_directions()
+        assert directions is not None
+        basis = LabelBasis(directions, ScreenConfig().label_ridge)
         for u, bad, v in zip(r.updates, r.malicious, r.result.verdicts, strict=True):
-            share = basis.mismatch(u.delta[head[0]:head[1]].reshape(basis.rows, -1))
+            share = basis.mismatch(u.delta)
             after = logits(r.global_q + u.delta // step)
             d = after - before
             d -= d.mean(1, keepdims=True)
@@ -106,7 +107,7 @@ def _probe(job: tuple[int, int, float, int, int, str]) -> list[dict[str, Any]]:
             m -= m.mean(0, keepdims=True)
             rows.append({"seed": seed, "round": r.round, "bad": bad, "accepted": v.accepted,
                          "loss": nll(after) - nll(before), "m": m,
-                         "classes": float(share if share is not None else Fraction(0))})  # fmt: skip
+                         "labels": float(share if share is not None else Fraction(0))})  # fmt: skip
 
     run_simulation(cfg, on_updates=observe)
     return rows
@@ -167,7 +168,7 @@ def main() -> None:
         "selectivity": np.array([-np.trace(r["m"]) / (np.linalg.norm(r["m"]) + 1e-12)
                                  for r in rows]),
         "oracle": _oracle(rows),
-        "classes": np.array([r["classes"] for r in rows]),
+        "labels": np.array([r["labels"] for r in rows]),
     }
     rnd = np.array([r["round"] for r in rows])
     bad = np.array([r["bad"] for r in rows])
@@ -175,7 +176,7 @@ def main() -> None:
     print(f"\nlabel flip at {args.malicious:.0%}, seeds {args.seeds}, step 1/{args.step}, "
           f"validation {args.validation}: flipped updates flagged at 2 % / 5 % of honest flagged\n")
     print("| rounds | honest / flipped | screen (honest rejected) | loss | selectivity | oracle "
-          "| classes |")
+          "| labels |")
     print("| --- | ---: | --- | --- | --- | --- | --- |")
     for lo, hi in GROUPS:
         g = (rnd >= lo) & (rnd <= hi)
@@ -183,7 +184,7 @@ def main() -> None:
             continue
         h, b = g & ~bad, g & bad
         cells = [f"{100 * rejected[b].mean():.0f} % ({100 * rejected[h].mean():.1f} %)"]
-        for name in ("loss", "selectivity", "oracle", "classes"):
+        for name in ("loss", "selectivity", "oracle", "labels"):
             sc = scores[name]
             cells.append(f"{100 * _flagged(sc[h], sc[b], 0.02):.0f} / "
                          f"{100 * _flagged(sc[h], sc[b], 0.05):.0f} %")

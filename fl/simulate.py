@@ -316,7 +316,7 @@ def run_simulation(
                 exact, vx, vy = validation
                 val_loss = ValidationLoss(exact, global_q, vx, vy)
                 round_ctx = dataclasses.replace(
-                    screen_ctx, validation=val_loss, class_features=val_loss.class_features
+                    screen_ctx, validation=val_loss, label_directions=val_loss.label_directions
                 )
             result = aggregate(rule, updates, cfg.rule_params, round_ctx)
         if on_updates is not None:

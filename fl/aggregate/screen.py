@@ -44,12 +44,16 @@ Checks, in order (the first that fails names the reason):
    step, label-flipped and scaled ones raise it by half or more once the model has learnt
    anything (docs/fl.md);
 10. ``label_mismatch`` (when the task has a public validation set; ``max_label_mismatch``
-   1 turns it off): the output layer's update decomposed on the class means of the global
-   model's last hidden features (ridge least squares, exact rationals): row k draws on the
-   features of the inputs the trainer labelled k, so an honest trainer's positive
-   coefficients sit on the diagonal, a label flipper's off it (:class:`_ClassBasis`). It
-   separates flips from round 6 on where no loss does, but honest scores rise as training
-   converges, hence a threshold near 1 (ADR 0406);
+   1 turns it off): the update's last two layers decomposed on the gradients of each logit
+   k summed over the validation images of each class c, at the global model (ridge least
+   squares, deterministic integers: :class:`fl.aggregate.labels.LabelBasis`). Training on
+   inputs labelled k moves the weights along the gradients of logit k on those inputs, so
+   an honest trainer's positive coefficients sit on the diagonal (class k, logit k), a
+   label flipper's off it. The hidden layer is what makes it work from the first round,
+   where the output layer's inputs barely differ between classes. Rejected: a share off
+   the diagonal above ``max_label_mismatch``, or a diagonal share below ``label_rel`` x
+   the round's median update's, since honest shares drift towards 1 as the model
+   converges (ADR 0406, 0407);
 11. ``derived_from_others``: ``|u - mean(others)|^2 < min_residual * |u|^2`` with the
    mean over the other accepted non-duplicate updates, and that residual below
    ``min_residual_rel`` x the median of the round's residuals: an update that is (nearly)
@@ -73,14 +77,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from fl.aggregate.exact import dot, isqrt, maxabs, sq_norm
 from fl.aggregate.fixed import AggregationError
+from fl.aggregate.labels import LabelBasis
 from fl.aggregate.types import Verdict
+
+if TYPE_CHECKING:  # the screen does not import torch (fl.models does)
+    from fl.models.exact import LabelDirections
 
 __all__ = ["ScreenConfig", "ScreenContext", "screen"]
 
@@ -122,11 +130,12 @@ class ScreenConfig:
     val_step: Fraction = Fraction(1, 10)
     max_val_rise: Fraction = Fraction(1, 2)
     val_floor: Fraction = Fraction(1, 100)
-    # label_mismatch (needs a validation set): the share of the output rows' class
-    # coefficients that lies off the diagonal above this (1: off), with this ridge x the
-    # mean diagonal of the class means' Gram matrix. Lower catches more label flips and
-    # rejects more honest updates late in training (ADR 0406 has the trade-off)
-    max_label_mismatch: Fraction = Fraction(24, 25)
+    # label_mismatch (needs a validation set): the share of the class-by-logit coefficients
+    # that lies off the diagonal above this (1: off), or a diagonal share below label_rel x
+    # the round's median update's (0: off), with this ridge x the mean diagonal of the
+    # directions' Gram matrix (ADR 0407 has the calibration)
+    max_label_mismatch: Fraction = Fraction(97, 100)
+    label_rel: Fraction = Fraction(1, 5)
     label_ridge: Fraction = Fraction(1, 10)
     clip: Fraction = Fraction(1)  # accepted updates are clipped to clip x their median norm; 0: off
     # 1: weight accepted updates by samples x ReLU(cosine to the reference), FLTrust-style.
@@ -167,9 +176,9 @@ class ScreenContext:
     head: tuple[int, int] | None = None
     local_batch: int = 0
     validation: Callable[[IntVec], int] | None = None
-    # the validation set's classes seen by the global model: per class the sum of the last
-    # hidden activations and the sample count (ValidationLoss.class_features)
-    class_features: Callable[[], tuple[npt.NDArray[np.int64], list[int]]] | None = None
+    # the gradients of each logit summed over each validation class, at the global model
+    # (ValidationLoss.label_directions; None inside when the model has no dense output layer)
+    label_directions: Callable[[], LabelDirections | None] | None = None
 
     def steps(self, weights: Sequence[int]) -> list[int] | None:
         if self.local_batch < 1:
@@ -264,88 +273,38 @@ def _validation_outliers(
             reasons[i] = "raises_validation_loss"
 
 
-def _inverse(g: list[list[Fraction]]) -> list[list[Fraction]]:
-    """g^-1 for a symmetric positive definite g, by Gauss-Jordan elimination in rationals."""
-    n = len(g)
-    aug = [list(g[i]) + [Fraction(int(i == j)) for j in range(n)] for i in range(n)]
-    for col in range(n):
-        piv = aug[col][col]  # positive definite: the pivots are positive, no row swaps
-        aug[col] = [v / piv for v in aug[col]]
-        for r in range(n):
-            if r != col and aug[r][col]:
-                f = aug[r][col]
-                aug[r] = [a - f * b for a, b in zip(aug[r], aug[col], strict=True)]
-    return [row[n:] for row in aug]
-
-
-class _ClassBasis:
-    """The validation classes' mean features and their ridge-regularised Gram inverse."""
-
-    def __init__(self, features: tuple[npt.NDArray[np.int64], list[int]], ridge: Fraction) -> None:
-        sums, counts = features
-        self.rows = sums.shape[0]
-        self.present = [c for c in range(len(counts)) if counts[c]]
-        self.sums = [sums[c] for c in self.present]
-        self.bounds = [maxabs(v) for v in self.sums]
-        self.counts = [counts[c] for c in self.present]
-        p = len(self.present)
-        # Gram matrix of the class means, exact: (S_i . S_j) / (n_i n_j)
-        g = [[Fraction(dot(self.sums[i], self.sums[j], self.bounds[i], self.bounds[j]),
-                       self.counts[i] * self.counts[j]) for j in range(p)] for i in range(p)]
-        lam = ridge * sum((g[i][i] for i in range(p)), Fraction(0)) / max(p, 1)
-        for i in range(p):
-            g[i][i] += lam
-        self.gram = g
-        # once per round; empty (never used) when the check is skipped for want of features
-        self.gram_inv = _inverse(g) if p and g[0][0] else []
-
-    def mismatch(self, w: IntVec) -> Fraction | None:
-        """The share of the positive, row-centred class coefficients of the output layer's
-        update ``w`` (rows x hidden) that lies off the diagonal; None without any."""
-        m = [[Fraction(dot(w[k], self.sums[j], maxabs(w[k]), self.bounds[j]), self.counts[j])
-              for j in range(len(self.present))] for k in range(self.rows)]
-        pos_all = pos_off = Fraction(0)
-        n = len(self.present)
-        if not self.gram_inv:  # all-zero features: nothing to decompose on
-            return None
-        coef = [[sum((row[i] * self.gram_inv[i][j] for i in range(n)), Fraction(0))
-                 for j in range(n)] for row in m]
-        for k, row in enumerate(coef):
-            mean = sum(row, Fraction(0)) / len(row)
-            for j, v in enumerate(row):
-                if v > mean:
-                    pos_all += v - mean
-                    if self.present[j] != k:
-                        pos_off += v - mean
-        return pos_off / pos_all if pos_all > 0 else None
-
-
 def _label_mismatch_outliers(
-    updates: Sequence[IntVec], reasons: list[str | None], head: tuple[int, int],
-    features: tuple[npt.NDArray[np.int64], list[int]], cfg: ScreenConfig,
+    updates: Sequence[IntVec], reasons: list[str | None], directions: LabelDirections,
+    cfg: ScreenConfig,
 ) -> None:
-    """Flag the accepted updates whose output layer maps the validation classes' features
-    to other classes' logits (``label_mismatch``).
-
-    Row k of the output layer's update is, to first order, a sum of the features of the
-    samples the trainer labelled k (raised) and of the others (lowered). Its least-squares
-    coefficients on the class means of the global model's features (ridge regularised; the
-    means are close to collinear) say which classes' inputs raised logit k: an honest
-    trainer's rows draw on their own class, a trainer with flipped labels on other ones.
-    The score is the share of the positive coefficients (each row centred on its mean)
-    that lies off the diagonal."""
-    basis = _ClassBasis(features, cfg.label_ridge)
-    a, b = head
-    # Without two classes, or with all-zero features (a dead layer), there is nothing to
-    # decompose on; with a positive ridge and a positive trace the system is regular.
-    if (len(basis.present) < 2 or basis.gram[0][0] == 0
-            or (b - a) != basis.rows * features[0].shape[1]):
+    """Flag the accepted updates whose coefficients on the validation classes' logit
+    gradients put more than ``max_label_mismatch`` of their positive mass off the diagonal
+    (``label_mismatch``): they raised logits on other classes' inputs than their own."""
+    if directions.index.size and int(directions.index.max()) >= updates[0].shape[0]:
+        raise AggregationError("label directions do not fit the updates")
+    try:
+        basis = LabelBasis(directions, cfg.label_ridge)
+    except ArithmeticError:  # a pivot lost to the fixed point: the same on every validator
         return
-    for i in range(len(updates)):
-        if reasons[i] is None:
-            share = basis.mismatch(updates[i][a:b].reshape(basis.rows, -1))
-            if share is not None and share > cfg.max_label_mismatch:
-                reasons[i] = "label_mismatch"
+    shares = {i: basis.mismatch(updates[i]) for i in range(len(updates)) if reasons[i] is None}
+    for i in _mismatched(shares, cfg):
+        reasons[i] = "label_mismatch"
+
+
+def _mismatched(shares: dict[int, Fraction | None], cfg: ScreenConfig) -> list[int]:
+    """The updates whose off-diagonal share is above ``max_label_mismatch``, or whose
+    diagonal share 1 - s is below ``label_rel`` x the round's median update's.
+
+    Honest shares rise as the model converges (a fit client's update has little positive
+    mass and it spreads), so no fixed bound serves every phase of training; within a round
+    a flip's diagonal share stays far below the median's (ADR 0407 has the trade-off of
+    ``label_rel``). The median assumes that honest updates are the majority of the round."""
+    known = sorted(v for v in shares.values() if v is not None)
+    if not known:
+        return []
+    ref = 1 - known[(len(known) - 1) // 2]
+    return [i for i, s in shares.items()
+            if s is not None and (s > cfg.max_label_mismatch or 1 - s < cfg.label_rel * ref)]
 
 
 def _noise_like(u: IntVec, norm2: int, head: tuple[int, int], t: Fraction) -> bool:
@@ -523,8 +482,10 @@ def screen(
         _step_norm_outliers(norms, steps, reasons, cfg.max_step_norm)
     if ctx.validation is not None:
         _validation_outliers(updates, reasons, ctx.validation, cfg)
-    if ctx.class_features is not None and head is not None and cfg.max_label_mismatch < 1:
-        _label_mismatch_outliers(updates, reasons, head, ctx.class_features(), cfg)
+    if ctx.label_directions is not None and cfg.max_label_mismatch < 1:
+        directions = ctx.label_directions()
+        if directions is not None:
+            _label_mismatch_outliers(updates, reasons, directions, cfg)
 
     # Residual against the mean of the other updates: first of those still accepted, then
     # of all that passed the size and duplicate checks. ALIE averages every honest update

@@ -35,7 +35,7 @@ from fl.models.nets import MLP, CifarCNN, MnistCNN
 from fl.models.registry import build_model
 from fl.models.weights import ModelFormatError, parameter_order
 
-__all__ = ["ExactModel", "ValidationLoss", "cross_entropy_q", "exp_neg_q", "ln_q", "quantize_inputs"]
+__all__ = ["ExactModel", "LabelDirections", "ValidationLoss", "cross_entropy_q", "exp_neg_q", "ln_q", "quantize_inputs"]
 
 IntArray = npt.NDArray[np.int64]
 
@@ -160,11 +160,33 @@ class ExactModel:
         """What the output layer reads (the last hidden activations, FA fractional bits)."""
         return self._forward(flat_q, x_q, features=True)
 
-    def _forward(self, flat_q: IntArray, x_q: IntArray, features: bool) -> IntArray:
+    def last_two_linear(self) -> tuple[int, str, str] | None:
+        """(plan index, prefix, prefix) of the last two layers when the plan ends with
+        linear, ReLU, linear (every registry model with a hidden dense layer); else None."""
+        tail = self.plan[-3:]
+        if len(tail) == 3 and [op[0] for op in tail] == ["linear", "relu", "linear"]:
+            return len(self.plan) - 3, tail[0][1], tail[2][1]
+        return None
+
+    def dense_inputs(self, flat_q: IntArray, x_q: IntArray) -> tuple[IntArray, IntArray]:
+        """The inputs of the last two linear layers (FA fractional bits): what the hidden
+        dense layer reads and what the output layer reads (see :meth:`last_two_linear`)."""
+        pair = self.last_two_linear()
+        if pair is None:
+            raise ModelFormatError("the model does not end with linear, ReLU, linear")
+        a = self._forward(flat_q, x_q, features=True, stop=pair[0])
+        layer = self._layer(flat_q, pair[1])
+        h = self._apply("linear", a.astype(np.float64), layer, 0, FW, 0, SAT)
+        return a, h.astype(np.int64)
+
+    def _forward(self, flat_q: IntArray, x_q: IntArray, features: bool,
+                 stop: int | None = None) -> IntArray:
         if flat_q.dtype != np.int64 or flat_q.shape != (self.size,):
             raise ModelFormatError(f"expected {self.size} int64 weights, got {flat_q.shape}")
         a: FloatArray = np.clip(x_q, -SAT, SAT).astype(np.float64)
         last = max(i for i, op in enumerate(self.plan) if op[0] in ("conv", "linear"))
+        if stop is not None:
+            last = stop  # the input of the layer at ``stop`` (features=True)
         fused = False  # the layer before a ReLU saturates at 0 itself
         for i, (kind, prefix, pad) in enumerate(self.plan):
             if kind == "relu":
@@ -250,6 +272,18 @@ def cross_entropy_q(logits: IntArray, y: npt.NDArray[np.int64]) -> int:
     return int((lse - picked).sum())
 
 
+@dataclass(frozen=True)
+class LabelDirections:
+    """What :meth:`ValidationLoss.label_directions` returns: one row per (class c, logit k),
+    row ``c_index * rows + k`` with c_index the position of c in ``present``; its columns
+    are the flat parameters at ``index`` (the hidden and the output layer's weights)."""
+
+    matrix: IntArray
+    index: IntArray
+    present: list[int]
+    rows: int
+
+
 class ValidationLoss:
     """Exact mean cross-entropy of ``global + delta`` on a fixed validation set, in 2^-28 nats.
 
@@ -276,16 +310,48 @@ class ValidationLoss:
     def __len__(self) -> int:
         return len(self.y)
 
-    def class_features(self) -> tuple[IntArray, list[int]]:
-        """Per class of the validation set: the sum of the global model's last hidden
-        activations over its samples, and how many there are (classes x hidden, counts)."""
-        classes = self.model.shapes[self.model.output_layer][0]
-        feats = np.concatenate([self.model.features(self.global_q, self.x_q[s : s + self.batch])
-                                for s in range(0, len(self.y), self.batch)])
-        sums = np.zeros((classes, feats.shape[1]), dtype=np.int64)
-        np.add.at(sums, self.y[self.y < classes], feats[self.y < classes])
-        counts = np.bincount(self.y[self.y < classes], minlength=classes).tolist()
-        return sums, [int(c) for c in counts]
+    def label_directions(self) -> LabelDirections | None:
+        """Per validation class c and logit k, the gradient of logit k summed over the
+        class's samples, with respect to the weights of the last two linear layers, at the
+        global model; the output layer's alone when no hidden dense layer feeds it through a
+        ReLU; None when the output layer is not dense.
+
+        Logit k reads the output layer's row k times the hidden activations h, and h reads
+        the hidden layer's weights through the ReLU: d z_k / d W2[k] = h and
+        d z_k / d W1 = (W2[k] * [h > 0]) outer a, with a the hidden layer's input. Summed
+        over class c: H_c in row k, and W2[k, j] * S_c[j] with S_c = sum of [h_j > 0] a.
+        Both in FW + FA fractional bits, so the two layers' parts are on one scale."""
+        out_op = [op for op in self.model.plan if op[0] in ("conv", "linear")][-1]
+        if out_op[0] != "linear":
+            return None
+        pair = self.model.last_two_linear()
+        chunks = range(0, len(self.y), self.batch)
+        if pair is not None:
+            parts = [self.model.dense_inputs(self.global_q, self.x_q[s : s + self.batch])
+                     for s in chunks]
+            a = np.concatenate([p[0] for p in parts])
+            h = np.concatenate([p[1] for p in parts])
+            names = [pair[1] + "weight", pair[2] + "weight"]
+        else:
+            h = np.concatenate([self.model.features(self.global_q, self.x_q[s : s + self.batch])
+                                for s in chunks])
+            a, names = h[:, :0], [out_op[1] + "weight"]
+        w2 = self.model._layer(self.global_q, out_op[1]).weight.astype(np.int64)  # rows x H
+        rows = w2.shape[0]
+        present = [c for c in range(rows) if np.any(self.y == c)]
+        blocks = []
+        for c in present:
+            mine = self.y == c
+            s_c = (h[mine] > 0).astype(np.int64).T @ a[mine]  # H x A, |.| < 2^21 * n_c
+            h_c = h[mine].sum(axis=0) << FW  # H
+            for k in range(rows):
+                d2 = np.zeros((rows, h.shape[1]), dtype=np.int64)
+                d2[k] = h_c
+                blocks.append(np.concatenate([(w2[k][:, None] * s_c).ravel(), d2.ravel()]))
+        index = np.concatenate([self.model.offsets[n]
+                                + np.arange(int(np.prod(self.model.shapes[n]))) for n in names])
+        matrix = np.stack(blocks) if blocks else np.zeros((0, index.size), dtype=np.int64)
+        return LabelDirections(matrix, index, present, rows)
 
     def __call__(self, delta: IntArray) -> int:
         w = self.global_q + delta

@@ -177,7 +177,7 @@ def screen_context(model_id: str, model_config: Mapping[str, Any], train: Mappin
     x, y = validation_for_model(validation, model_id, config)
     gq = quantize(flatten(load_state(global_bytes)))
     loss = ValidationLoss(ExactModel(model_id, config), gq, x, y)
-    return dataclasses.replace(ctx, validation=loss, class_features=loss.class_features)
+    return dataclasses.replace(ctx, validation=loss, label_directions=loss.label_directions)
 
 
 def aggregate_round(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import sys
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -36,6 +38,8 @@ from fl.aggregate import (
     trimmed_mean,
     vector_digest,
 )
+from fl.aggregate.labels import LabelBasis, _eliminate, _solve
+from fl.models.exact import LabelDirections
 from ledger.codec import decode_record, encode
 
 
@@ -381,6 +385,20 @@ def _output_rows(rng: np.random.Generator, means: np.ndarray, held: list[int],
     return rows + rng.normal(0, 0.05 * np.abs(rows).mean(), rows.shape)
 
 
+def _head_directions(sums: np.ndarray, counts: list[int], start: int) -> LabelDirections:
+    """Directions of a model without a hidden layer: class c's summed inputs in row k."""
+    rows, hidden = sums.shape
+    present = [c for c in range(rows) if counts[c]]
+    blocks = []
+    for c in present:
+        for k in range(rows):
+            b = np.zeros((rows, hidden), np.int64)
+            b[k] = sums[c]
+            blocks.append(b.ravel())
+    matrix = np.stack(blocks) if blocks else np.zeros((0, rows * hidden), np.int64)
+    return LabelDirections(matrix, np.arange(start, start + rows * hidden), present, rows)
+
+
 def test_screen_label_mismatch_finds_a_flipped_mapping() -> None:
     # Prepare: ten classes whose mean features are positive and nearly collinear (as a ReLU
     # layer's are), eight honest trainers of two classes each and one that labels c as 9 - c;
@@ -397,7 +415,8 @@ def test_screen_label_mismatch_finds_a_flipped_mapping() -> None:
     body = 40
     ups = [quantize(np.concatenate([rng.normal(0, 1e-4, body), 1e-3 * r.ravel()])
                     .astype(np.float32)) for r in rows]
-    ctx = ScreenContext(head=(body, body + 10 * hidden), class_features=lambda: (sums, counts))
+    dirs = _head_directions(sums, counts, body)
+    ctx = ScreenContext(head=(body, body + 10 * hidden), label_directions=lambda: dirs)
     quiet = {"max_skew": 1, "min_residual": 0, "min_cos": -1, "head_cos": -1,
              "min_head_energy": 0, "max_norm": 100, "min_norm": 0}
     # Execute
@@ -425,7 +444,8 @@ def test_label_mismatch_without_features_to_decompose_on_keeps_every_update() ->
     # Execute / Assert: nothing to decompose on, the verdicts of a task without a set (and no
     # division by zero)
     for feats in (dead, one):
-        ctx = ScreenContext(head=(40, 200), class_features=lambda f=feats: f)  # type: ignore[misc]
+        dirs = _head_directions(*feats, 40)
+        ctx = ScreenContext(head=(40, 200), label_directions=lambda d=dirs: d)  # type: ignore[misc]
         assert screen(ups, list(range(5)), quiet, context=ctx) == blind
     with pytest.raises(AggregationError, match="label_ridge must be positive"):
         ScreenConfig.from_params({"label_ridge": 0})
@@ -552,3 +572,92 @@ def test_trust_weighting_gives_opposing_accepted_updates_no_weight() -> None:
     assert dot(trusted.delta, flipped) < dot(plain.delta, flipped)
     with pytest.raises(AggregationError, match="trust"):
         aggregate("robust", ups, {"trust": 2})
+
+
+def test_label_basis_fixed_point_solve_matches_a_float_solve() -> None:
+    # Prepare: a ridge-regularised Gram matrix of random integer directions, as the screen has
+    rng = np.random.default_rng(21)
+    d = rng.integers(-(1 << 17), 1 << 17, size=(30, 500)).astype(np.float64)
+    gram = d @ d.T
+    gram += 0.1 * np.trace(gram) / 30 * np.eye(30)
+    g_int = [[int(v) for v in row] for row in gram]
+    rhs = [int(v) for v in rng.integers(-(1 << 40), 1 << 40, size=30)]
+    # Execute
+    upper, lower = _eliminate(g_int)
+    x = np.array(_solve(upper, lower, rhs), dtype=np.float64) / 2.0**48
+    # Assert
+    want = np.linalg.solve(np.array(g_int, dtype=np.float64), np.array(rhs, dtype=np.float64))
+    assert np.abs(x - want).max() < 1e-9 * np.abs(want).max()
+
+
+def test_label_basis_share_matches_its_float_definition() -> None:
+    # Prepare: directions for 4 classes x 5 logits over 60 parameters, and an update that
+    # combines the directions of (class 1, logit 3) and (class 2, logit 2) with noise
+    rng = np.random.default_rng(22)
+    matrix = rng.integers(0, 1 << 30, size=(20, 60), dtype=np.int64)
+    dirs = LabelDirections(matrix, np.arange(10, 70), [0, 1, 2, 4], 5)
+    u = np.zeros(80, np.int64)
+    u[10:70] = (3 * matrix[1 * 5 + 3] + 2 * matrix[2 * 5 + 2]) >> 12
+    u[10:70] += rng.integers(-(1 << 14), 1 << 14, size=60)
+    # Execute
+    share = LabelBasis(dirs, Fraction(1, 10)).mismatch(u)
+    # Assert: the float definition (ridge coefficients, centred per logit over the classes,
+    # the positive mass off the diagonal: class 1 taught logit 3, class 2 logit 2)
+    f = (matrix >> 12).astype(np.float64)
+    g = f @ f.T
+    coef = np.linalg.solve(g + 0.1 * np.trace(g) / 20 * np.eye(20), f @ u[10:70]).reshape(4, 5)
+    centred = coef - coef.mean(0, keepdims=True)
+    pos = np.maximum(centred, 0)
+    diag = sum(pos[ci, c] for ci, c in enumerate([0, 1, 2, 4]) if c < 5)
+    assert share is not None
+    assert abs(float(share) - (pos.sum() - diag) / pos.sum()) < 1e-4  # the cuts to 23 bits
+
+
+@pytest.mark.parametrize(
+    ("shares", "params", "flagged"),
+    [
+        # early round: honest shares about 0.5, a flip at 0.92 (diagonal 0.08 < 0.5 / 5)
+        ({0: "0.5", 1: "0.45", 2: "0.6", 3: "0.92"}, {}, [3]),
+        # late round: honest about 0.8, an honest 0.93 (0.07 >= 0.18 / 5) stays, a flip 0.99 goes
+        ({0: "0.8", 1: "0.78", 2: "0.93", 3: "0.99", 4: "0.82"}, {}, [3]),
+        # the fixed bound alone (label_rel 0) misses the early flip
+        ({0: "0.5", 1: "0.45", 2: "0.6", 3: "0.92"}, {"label_rel": 0}, []),
+        # above the fixed bound whatever the round
+        ({0: "0.98", 1: "0.99", 2: "0.985"}, {}, [0, 1, 2]),
+        # nothing to decompose: no verdict
+        ({0: None, 1: None}, {}, []),
+        # one update: its own median, never below a quarter of itself
+        ({0: "0.9"}, {}, []),
+    ],
+)
+def test_label_mismatch_bounds(shares: dict[int, str | None], params: dict[str, object],
+                               flagged: list[int]) -> None:
+    from fl.aggregate.screen import _mismatched
+
+    cfg = ScreenConfig.from_params(params)  # type: ignore[arg-type]
+    got = _mismatched({i: None if v is None else Fraction(v) for i, v in shares.items()}, cfg)
+    assert got == flagged
+
+
+def test_label_basis_refuses_a_lost_pivot_and_the_screen_then_skips_the_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A zero pivot: not positive definite
+    with pytest.raises(ArithmeticError):
+        _eliminate([[0, 1], [1, 0]])
+    # Prepare: the flipped-mapping round of the test above would reject its flipper
+    rng = np.random.default_rng(23)
+    ups = [quantize(rng.normal(0, 1e-3, 200).astype(np.float32)) for _ in range(4)]
+    dirs = _head_directions(rng.integers(1, 1 << 20, size=(10, 16)), [5] * 10, 40)
+    quiet = ScreenConfig.from_params({"max_skew": 1, "min_residual": 0, "min_cos": -1,
+                                      "min_head_energy": 0, "max_label_mismatch": "0.01"})
+    blind = screen(ups, list(range(4)), quiet, context=ScreenContext(head=(40, 200)))
+    ctx = ScreenContext(head=(40, 200), label_directions=lambda: dirs)
+    assert screen(ups, list(range(4)), quiet, context=ctx) != blind  # the check does reject
+
+    def lost(*args: object) -> None:
+        raise ArithmeticError("label basis is not positive definite")
+
+    monkeypatch.setattr(sys.modules["fl.aggregate.screen"], "LabelBasis", lost)
+    # Execute / Assert: the verdicts of a task without a validation set, no exception
+    assert screen(ups, list(range(4)), quiet, context=ctx) == blind

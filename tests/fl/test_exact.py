@@ -99,12 +99,13 @@ x = rng.random((40, 1, 28, 28), dtype=np.float32)
 y = rng.integers(0, 10, 40)
 loss = ValidationLoss(ExactModel("mnist_cnn"), q, x, y, batch=int(sys.argv[1]))
 delta = (rng.normal(0, 0.01, q.size) * (1 << 24)).astype(np.int64)
-sums, counts = loss.class_features()
-print(loss(delta), loss(np.zeros_like(delta)), hashlib.sha256(sums.tobytes()).hexdigest(), counts)
+d = loss.label_directions()
+print(loss(delta), loss(np.zeros_like(delta)), hashlib.sha256(d.matrix.tobytes()).hexdigest(),
+      hashlib.sha256(d.index.tobytes()).hexdigest(), d.present)
 """
 
 
-def test_validation_loss_and_class_features_are_identical_across_processes() -> None:
+def test_validation_loss_and_label_directions_are_identical_across_processes() -> None:
     # Execute: two processes, with different BLAS thread counts and batch sizes
     outs = []
     for threads, batch in (("1", "40"), ("2", "7")):
@@ -117,24 +118,51 @@ def test_validation_loss_and_class_features_are_identical_across_processes() -> 
     assert len(outs[0]) >= 3 and outs[0][0] != outs[0][1]
 
 
-def test_class_features_are_the_output_layers_inputs_summed_per_class() -> None:
-    # Prepare: the digits MLP; its output layer's input is the last ReLU's output
+def test_label_directions_are_the_last_two_layers_logit_gradients_summed_per_class() -> None:
+    # Prepare: the digits MLP (64 -> 64 -> 10: hidden net.1, output net.3), a set without
+    # classes 2 and 4-9
     model = ExactModel("mlp")
     net = build_model("mlp", {}, seed=6)
     q = quantize(flatten(net.state_dict()))
     rng = np.random.default_rng(7)
     x = rng.random((30, 64), dtype=np.float32)
-    y = np.array([0, 1, 3] * 10, dtype=np.int64)  # classes 2 and 4-9 absent
+    y = np.array([0, 1, 3] * 10, dtype=np.int64)
     # Execute
-    sums, counts = ValidationLoss(model, q, x, y, batch=7).class_features()
-    feats = model.features(q, quantize_inputs(x))
-    # Assert: integers, the float model's hidden layer to 2^-14, summed per class
-    with torch.no_grad():
-        hidden = net.net[:-1](torch.tensor(x)).double().numpy()
-    assert model.output_layer == "net.3.weight" and sums.shape == (10, 64)
-    assert np.abs(feats / 2.0**14 - hidden).max() < 1e-3
-    assert counts == [10, 10, 0, 10, 0, 0, 0, 0, 0, 0]
-    assert np.array_equal(sums[3], feats[y == 3].sum(0)) and not sums[2].any()
+    d = ValidationLoss(model, q, x, y, batch=7).label_directions()
+    # Assert: one row per (present class, logit), over net.1.weight then net.3.weight, equal
+    # to torch's gradient of the logit summed over the class (in 2^-30 units, to quantization)
+    assert d is not None and d.present == [0, 1, 3] and d.rows == 10
+    assert d.matrix.shape == (30, 64 * 64 + 10 * 64) and d.matrix.dtype == np.int64
+    w1, w2 = net.net[1].weight, net.net[3].weight
+    assert d.index[0] == model.offsets["net.1.weight"]
+    assert d.index[-1] == model.offsets["net.3.weight"] + 10 * 64 - 1
+    for ci, c in enumerate(d.present):
+        for k in (0, 3, 9):
+            logit = net(torch.tensor(x[y == c]))[:, k].sum()
+            g1, g2 = torch.autograd.grad(logit, [w1, w2])
+            want = torch.cat([g1.reshape(-1), g2.reshape(-1)]).double().numpy()
+            got = d.matrix[ci * 10 + k] / 2.0**30
+            assert np.abs(got - want).max() < 1e-3 * np.abs(want).max() + 1e-6
+    # the hidden layer's inputs and outputs agree with the forward pass
+    a, h = model.dense_inputs(q, quantize_inputs(x))
+    assert np.array_equal(h, model.features(q, quantize_inputs(x))) and a.shape == (30, 64)
+
+
+def test_label_directions_without_a_hidden_layer_are_the_output_layers() -> None:
+    # Prepare: a linear model (no hidden layer): its output layer reads the inputs
+    model = ExactModel("mlp", {"hidden": []})
+    q = quantize(flatten(build_model("mlp", {"hidden": []}, seed=1).state_dict()))
+    rng = np.random.default_rng(8)
+    x = rng.random((12, 64), dtype=np.float32)
+    y = np.array([2, 5] * 6, dtype=np.int64)
+    # Execute
+    d = ValidationLoss(model, q, x, y).label_directions()
+    # Assert: row (c, k) holds the class's summed inputs in row k of the output layer
+    assert d is not None and d.present == [2, 5] and d.matrix.shape == (20, 640)
+    x_q = quantize_inputs(x)
+    block = d.matrix[1 * 10 + 7].reshape(10, 64)
+    assert np.array_equal(block[7], x_q[y == 5].sum(0) << ex.FW) and not block[:7].any()
+    assert model.last_two_linear() is None
 
 
 def test_validation_loss_rejects_bad_shapes_and_unknown_models() -> None:
