@@ -135,8 +135,6 @@ class ExactModel:
             self.offsets[name], self.shapes[name] = offset, shape
             offset += int(np.prod(shape, dtype=np.int64))
         self.size = offset
-        # the output layer's weight (classes x hidden): the last conv or linear of the plan
-        self.output_layer = [op[1] for op in self.plan if op[0] in ("conv", "linear")][-1] + "weight"
 
     def _param(self, flat_q: IntArray, name: str) -> IntArray:
         if name not in self.offsets:
