@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from fl.aggregate.exact import maxabs
+
 if TYPE_CHECKING:  # the screen does not import torch (fl.models does)
     from fl.models.exact import LabelDirections
 
@@ -45,8 +47,7 @@ def _exact_bits(length: int) -> int:
 
 def _cut(v: npt.NDArray[np.int64], bits: int) -> npt.NDArray[np.float64]:
     """``v`` floor-shifted right until its largest magnitude is below 2^bits, as float64."""
-    top = int(np.abs(v).max()) if v.size else 0
-    shift = max(0, top.bit_length() - bits)
+    shift = max(0, maxabs(v).bit_length() - bits)
     return (v >> shift).astype(np.float64)
 
 
