@@ -67,16 +67,23 @@ class LabelBasis:
         self.usable = n > 0 and trace > 0 and len(self.present) >= 2
         self.upper, self.lower = _eliminate(gram) if self.usable else ([], [])
 
-    def mismatch(self, u: IntVec) -> Fraction | None:
-        """The share of the positive coefficients (each logit's centred over the classes)
-        that lies off the diagonal; None when there is nothing to decompose."""
+    def coefficients(self, u: IntVec) -> list[int] | None:
+        """The update's ridge coefficients in 2^-FRAC units, row (c, k) at c x rows + k for
+        the c-th present class; None when there is nothing to decompose."""
         if not self.usable:
             return None
         uv = _cut(u[self.index], self.bits)
         rhs = [int(v) for v in self.d @ uv]  # exact (module docstring)
         if not any(rhs):
             return None
-        coef = _solve(self.upper, self.lower, rhs)
+        return _solve(self.upper, self.lower, rhs)
+
+    def mismatch(self, u: IntVec) -> Fraction | None:
+        """The share of the positive coefficients (each logit's centred over the classes)
+        that lies off the diagonal; None when there is nothing to decompose."""
+        coef = self.coefficients(u)
+        if coef is None:
+            return None
         p = len(self.present)
         pos_all = pos_off = 0
         for k in range(self.rows):

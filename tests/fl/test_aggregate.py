@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 from fractions import Fraction
@@ -430,6 +431,15 @@ def test_screen_label_mismatch_finds_a_flipped_mapping() -> None:
     assert [vd.reason for vd in on] == ["ok"] * 8 + ["label_mismatch"]
     assert all(vd.accepted for vd in off) and all(vd.accepted for vd in blind)
     assert ScreenConfig().max_label_mismatch < 1
+    # ... and with the fixed bound out of reach, the floor that follows the global model's
+    # validation loss: at chance (2.3 nats) it rejects the flipper, at 0.1 nats it does not
+    lax = ScreenConfig.from_params({**quiet, "max_label_mismatch": "0.9999", "max_val_rise": 9})
+    for nats, last in (("2.3", "label_mismatch"), ("0.1", "ok")):
+        level = int(Fraction(nats) * VAL_ONE)
+        seen = screen(ups, list(range(9)), lax, context=dataclasses.replace(
+            ctx, validation=lambda d, level=level: level))
+        assert [vd.reason for vd in seen] == ["ok"] * 8 + [last]
+    assert screen(ups, list(range(9)), lax, context=ctx)[8].accepted  # no loss: no floor
 
 
 def test_label_mismatch_without_features_to_decompose_on_keeps_every_update() -> None:
@@ -508,6 +518,28 @@ def test_screen_rejects_what_raises_the_validation_loss() -> None:
     assert [vd.accepted for vd in seeing[:8]] == [True] * 8
     assert seeing[8].reason == "raises_validation_loss"
     assert calls[0] == 0 and calls[-1] == (1 << 24) // 10 and len(calls) == 10
+
+
+def test_a_majority_the_validation_check_rejects_leaves_the_reference_to_the_rest() -> None:
+    # Prepare: six poisoned updates (the honest kind shifted up in every coordinate, as
+    # a flipped labelling moves a round's median) and four honest ones; the validation
+    # oracle sees the shift
+    rng = np.random.default_rng(21)
+    honest = _honest(rng, 4)
+    shift = np.int64(1 << 19)
+    bad = [u + shift for u in _honest(rng, 6)]
+
+    def loss(delta: np.ndarray) -> int:
+        return 2 * VAL_ONE + max(0, int(delta.mean())) * 65536
+
+    # Execute
+    blind = screen([*honest, *bad], list(range(10)))
+    seeing = screen([*honest, *bad], list(range(10)), context=ScreenContext(validation=loss))
+    # Assert: against the poisoned majority's median the honest updates are one-sided; once
+    # the validation check has rejected that majority, they are judged against each other
+    assert [vd.reason for vd in blind[:4]] == ["one_sided"] * 4
+    assert all(vd.accepted for vd in seeing[:4])
+    assert not any(vd.accepted for vd in seeing[4:])
 
 
 @pytest.mark.parametrize(("rise", "accepted"), [(1344861634, True), (1344861635, False)])
@@ -616,18 +648,19 @@ def test_label_basis_share_matches_its_float_definition() -> None:
 @pytest.mark.parametrize(
     ("shares", "params", "flagged"),
     [
-        # early round: honest shares about 0.5, a flip at 0.92 (diagonal 0.08 < 0.5 / 5)
-        ({0: "0.5", 1: "0.45", 2: "0.6", 3: "0.92"}, {}, [3]),
+        # the relative bound (ADR 0407, off by default since ADR 0408), early round: honest
+        # shares about 0.5, a flip at 0.92 (diagonal 0.08 < 0.5 / 5)
+        ({0: "0.5", 1: "0.45", 2: "0.6", 3: "0.92"}, {"label_rel": "1/5"}, [3]),
         # late round: honest about 0.8, an honest 0.93 (0.07 >= 0.18 / 5) stays, a flip 0.99 goes
-        ({0: "0.8", 1: "0.78", 2: "0.93", 3: "0.99", 4: "0.82"}, {}, [3]),
-        # the fixed bound alone (label_rel 0) misses the early flip
-        ({0: "0.5", 1: "0.45", 2: "0.6", 3: "0.92"}, {"label_rel": 0}, []),
+        ({0: "0.8", 1: "0.78", 2: "0.93", 3: "0.99", 4: "0.82"}, {"label_rel": "1/5"}, [3]),
+        # the fixed bound alone (the default without the validation loss) misses the early flip
+        ({0: "0.5", 1: "0.45", 2: "0.6", 3: "0.92"}, {}, []),
         # above the fixed bound whatever the round
-        ({0: "0.98", 1: "0.99", 2: "0.985"}, {}, [0, 1, 2]),
+        ({0: "0.995", 1: "0.999", 2: "0.992", 3: "0.99"}, {}, [0, 1, 2]),
         # nothing to decompose: no verdict
         ({0: None, 1: None}, {}, []),
-        # one update: its own median, never below a quarter of itself
-        ({0: "0.9"}, {}, []),
+        # one update: its own median, never below a fifth of itself
+        ({0: "0.9"}, {"label_rel": "1/5"}, []),
     ],
 )
 def test_label_mismatch_bounds(shares: dict[int, str | None], params: dict[str, object],
@@ -636,6 +669,36 @@ def test_label_mismatch_bounds(shares: dict[int, str | None], params: dict[str, 
 
     cfg = ScreenConfig.from_params(params)  # type: ignore[arg-type]
     got = _mismatched({i: None if v is None else Fraction(v) for i, v in shares.items()}, cfg)
+    assert got == flagged
+
+
+@pytest.mark.parametrize(
+    ("nats", "params", "flagged"),
+    [
+        # at chance (ln 10 nats): floor 13/200 x 2.3026 = 0.1497; the flips at diagonal
+        # 0.12 and 0.14 are under it (and above 1/5 of the median's 0.45, ADR 0407's bound)
+        ("2.3026", {}, [3, 4]),
+        ("2.3026", {"label_rel": "1/5"}, [3, 4]),
+        # the floor at a flip's diagonal 0.14 (13/200 x 28/13 nats): not below it
+        (str(Fraction(28, 13)), {}, [3]),
+        # half trained (0.5 nats): floor 0.0325
+        ("0.5", {}, []),
+        # the floor off
+        ("2.3026", {"label_loss_floor": 0}, []),
+    ],
+)
+def test_label_mismatch_floor_follows_the_validation_loss(
+    nats: str, params: dict[str, object], flagged: list[int]
+) -> None:
+    from fl.aggregate.screen import VAL_ONE, _mismatched
+
+    # Prepare: a round at half flips, where the median's diagonal share is an honest 0.45
+    shares = {0: "0.55", 1: "0.5", 2: "0.45", 3: "0.88", 4: "0.86"}
+    base = int(Fraction(nats) * VAL_ONE)  # floored: the floor lands just under 0.14
+    # Execute
+    got = _mismatched({i: Fraction(v) for i, v in shares.items()},
+                      ScreenConfig.from_params(params), base)  # type: ignore[arg-type]
+    # Assert
     assert got == flagged
 
 
