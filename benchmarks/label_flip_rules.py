@@ -75,11 +75,12 @@ def _collect(job: tuple[int, int, float, int, str, bool]) -> list[dict[str, Any]
         assert directions is not None
         basis = LabelBasis(directions, ScreenConfig().label_ridge)
         for u, bad, v in zip(r.updates, r.malicious, r.result.verdicts, strict=True):
-            coef = basis.coefficients(u.delta) if dump else None
+            coef = basis.coefficients(u.delta)  # one solve for the share and the dump
             rows.append({"run": (malicious, seed, r.round), "round": r.round, "bad": bad,
-                         "reason": v.reason, "share": basis.mismatch(u.delta), "base": base,
+                         "reason": v.reason, "share": basis.share(coef), "base": base,
                          "weight": u.weight, "present": [int(c) for c in basis.present],
-                         "coef": None if coef is None else [c / 2**48 for c in coef]})  # fmt: skip
+                         "coef": None if coef is None or not dump
+                         else [c / 2**48 for c in coef]})  # fmt: skip
 
     run_simulation(cfg, on_updates=observe)
     return rows

@@ -81,7 +81,10 @@ class LabelBasis:
     def mismatch(self, u: IntVec) -> Fraction | None:
         """The share of the positive coefficients (each logit's centred over the classes)
         that lies off the diagonal; None when there is nothing to decompose."""
-        coef = self.coefficients(u)
+        return self.share(self.coefficients(u))
+
+    def share(self, coef: list[int] | None) -> Fraction | None:
+        """:meth:`mismatch` of the coefficients :meth:`coefficients` returned."""
         if coef is None:
             return None
         p = len(self.present)
