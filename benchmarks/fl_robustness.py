@@ -11,6 +11,9 @@ with the clean run of the same rule as the baseline. Rules that never reject
 (FedAvg, median, trimmed mean, norm bounding) show "-" for the rejection columns.
 ``robust+val`` is the default rule with a public validation set of ``--validation``
 samples drawn from the training split (the screen's ``raises_validation_loss`` check).
+``robust+val+pol`` adds proof of learning under the ``replay`` policy before the screen,
+as validators run it (fl/simulate_pol.py; checkpoints every 8 steps, the task default).
+It is not in the default ``--rules``: name it.
 """
 
 from __future__ import annotations
@@ -44,12 +47,12 @@ ATTACKS = [
     "free_rider",
     "free_rider_copy",
 ]
-REJECTING = {"krum", "multikrum", "robust", "robust+val"}
+REJECTING = {"krum", "multikrum", "robust", "robust+val", "robust+val+pol"}
 
 
 def _run(job: tuple[str, str | None, float, int, str, int, str, int]) -> dict[str, Any]:
     name, attack, frac, rounds, data_dir, validation, screen_params, seed = job
-    rule = "robust" if name == "robust+val" else name
+    rule = "robust" if name.startswith("robust+val") else name
     import torch
 
     torch.set_num_threads(1)
@@ -59,7 +62,8 @@ def _run(job: tuple[str, str | None, float, int, str, int, str, int]) -> dict[st
         dataset="mnist", data_dir=data_dir, rounds=rounds, rule=rule,
         rule_params={**RULE_PARAMS.get(rule, {}), **(json.loads(screen_params) if rule == "robust" else {})},
         attack=attack, malicious=frac if attack else 0.0, device="cpu", eval_every=rounds,
-        validation=validation if name == "robust+val" else 0, seed=seed,
+        validation=validation if rule == "robust" and name != "robust" else 0, seed=seed,
+        pol="replay" if name == "robust+val+pol" else "off",
     )  # fmt: skip
     r = run_simulation(cfg)
     reasons: dict[str, int] = {}

@@ -46,7 +46,9 @@ def simulate(
     optimizer: str = typer.Option("sgd", help="sgd or adam"),
     rule: str = typer.Option("fedavg", help=_RULES),
     rule_param: list[str] = typer.Option([], help="rule parameter KEY=VALUE (repeatable)"),
-    attack: str | None = typer.Option(None, help="attack for evaluation (see docs/fl.md)"),
+    attack: str | None = typer.Option(
+        None, help="attack for evaluation, or 'absent' (the attackers submit nothing; docs/fl.md)"
+    ),
     malicious: float = typer.Option(0.0, help="fraction of malicious clients"),
     centralized: bool = typer.Option(False, help="train one model on the pooled data instead"),
     seed: int = typer.Option(0),
@@ -64,6 +66,10 @@ def simulate(
     validation: int = typer.Option(
         0, min=0, help="robust: a public validation set of N samples from the training split"
     ),
+    pol: str = typer.Option(
+        "off", help="proof of learning before the rule: off, attest or replay (docs/pol.md)"
+    ),
+    pol_k: int = typer.Option(8, min=1, help="PoL: a checkpoint every K training steps"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON only"),
 ) -> None:
     """Run N clients for R rounds in one process and report per-round metrics."""
@@ -93,7 +99,7 @@ def simulate(
             rounds=rounds, partition=partition, alpha=alpha, shards_per_client=shards_per_client,
             seed=seed, rule=rule, rule_params=_parse_params(rule_param), attack=attack,
             malicious=malicious, centralized=centralized, device=device, privacy=priv,
-            validation=validation,
+            validation=validation, pol=pol, pol_k=pol_k,
             train=TrainConfig(optimizer=optimizer, lr=lr, momentum=momentum, epochs=epochs, batch_size=batch_size),
         )  # fmt: skip
     except ValueError as e:

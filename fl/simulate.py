@@ -24,11 +24,13 @@ from fl.aggregate import (
     AggregateResult,
     ScreenContext,
     Update,
+    Verdict,
     aggregate,
     apply_delta,
     dequantize,
     quantize,
 )
+from fl.aggregate.fixed import vector_digest
 from fl.attacks import ATTACKS, AttackContext, craft, flip_labels, needs_own_training
 from fl.data import Dataset, dirichlet, iid, load_dataset, shards, split
 from fl.data.validation import draw_validation
@@ -42,13 +44,18 @@ from fl.models import (
 )
 from fl.models.exact import ExactModel, ValidationLoss
 from fl.privacy.pipeline import PrivacyConfig, PrivacyPipeline
+from fl.simulate_pol import SIM_POLICIES, PolEntry, PolRound, pol_code
 from fl.train import TrainConfig, evaluate, select_device, train_local
 
 __all__ = [
-    "DEFAULT_MODELS", "RoundMetrics", "RoundUpdates", "SimConfig", "SimResult", "run_simulation",
-]
+    "ABSENT", "DEFAULT_MODELS", "RoundMetrics", "RoundUpdates", "SimConfig", "SimResult",
+    "run_simulation",
+]  # fmt: skip
 
 DEFAULT_MODELS = {"digits": "mlp", "mnist": "mnist_cnn", "cifar10": "cifar_cnn"}
+# Not an attack: the malicious clients (the same draw as an attack's) submit nothing, so a
+# run shows what a rule that rejects every attacker, and only them, would reach.
+ABSENT = "absent"
 _U64 = (1 << 64) - 1
 
 
@@ -81,10 +88,15 @@ class SimConfig:
     # A public validation set for the robust screen's loss check: this many samples drawn
     # (seeded) from the training split, as a task's validation_cid names one. 0: none.
     validation: int = 0
+    # Proof of learning before the screen, as validators run it (fl/simulate_pol.py):
+    # off | attest | replay, with a checkpoint every pol_k steps (the CLI's task default).
+    pol: str = "off"
+    pol_k: int = 8
 
     def __post_init__(self) -> None:
-        if self.attack is not None and self.attack not in ATTACKS:
-            raise ValueError(f"unknown attack {self.attack!r} (known: {', '.join(ATTACKS)})")
+        if self.attack is not None and self.attack not in (*ATTACKS, ABSENT):
+            known = ", ".join((*ATTACKS, ABSENT))
+            raise ValueError(f"unknown attack {self.attack!r} (known: {known})")
         if not 0 <= self.malicious < 1:
             raise ValueError("malicious must be a fraction in [0, 1)")
         if not 1 <= self.per_round <= self.clients:
@@ -99,6 +111,12 @@ class SimConfig:
             raise ValueError("a validation set is for the federated robust rule")
         if self.partition not in ("dirichlet", "iid", "shards"):
             raise ValueError(f"unknown partition {self.partition!r}")
+        if self.pol not in SIM_POLICIES:
+            raise ValueError(f"pol must be one of {', '.join(SIM_POLICIES)}")
+        if self.pol != "off" and (self.centralized or self.privacy.mode != "none"):
+            raise ValueError("PoL runs in federated plaintext rounds (not centralized or private)")
+        if self.pol_k < 1:
+            raise ValueError("pol_k must be >= 1")
         if self.privacy.mode != "none" and (self.rule != "fedavg" or self.centralized):
             raise ValueError(
                 f"privacy mode {self.privacy.mode!r} runs only the federated fedavg rule"
@@ -125,6 +143,7 @@ class RoundMetrics:
     seconds: float
     train_seconds: float
     aggregate_seconds: float
+    pol_seconds: float = 0.0  # PoL verification (recording is part of train_seconds)
     reasons: dict[str, int] = field(default_factory=dict)
     epsilon: float | None = None  # DP: privacy spent after this round at the task's delta
     privacy: dict[str, Any] = field(default_factory=dict)  # DP / HE timings and sizes
@@ -132,7 +151,9 @@ class RoundMetrics:
 
 @dataclass(frozen=True)
 class RoundUpdates:
-    """What the aggregation of one round saw and decided (for analyses; see ``on_updates``)."""
+    """What the aggregation of one round saw and decided (for analyses; see ``on_updates``).
+
+    With PoL on, only the PoL-valid updates: the rule never sees the others."""
 
     round: int
     global_q: npt.NDArray[np.int64]  # the quantized global model the updates start from
@@ -190,6 +211,33 @@ def _partition(cfg: SimConfig, train: Dataset) -> list[npt.NDArray[np.int64]]:
 
 def _client_seed(seed: int, rnd: int, client: int) -> int:
     return (seed * 1_000_003 + rnd * 10_007 + client) & _U64
+
+
+def _no_change(
+    rule: str, like: npt.NDArray[np.int64], verdicts: list[Verdict]
+) -> AggregateResult:
+    zero = np.zeros_like(like)
+    return AggregateResult(rule, zero, verdicts, vector_digest(zero))
+
+
+def _aggregate_valid(
+    rule: str,
+    updates: list[Update],
+    pol_reasons: dict[int, str],
+    params: dict[str, Any],
+    ctx: ScreenContext,
+) -> AggregateResult:
+    """Aggregate the PoL-valid updates; the others get their PoL verdict (the chain's order)."""
+    if not pol_reasons:
+        return aggregate(rule, updates, params, ctx)
+    keep = [i for i in range(len(updates)) if i not in pol_reasons]
+    verdicts = [Verdict(False, pol_reasons.get(i, ""), 0) for i in range(len(updates))]
+    if not keep:
+        return _no_change(rule, updates[0].delta, verdicts)
+    inner = aggregate(rule, [updates[i] for i in keep], params, ctx)
+    for i, v in zip(keep, inner.verdicts, strict=True):
+        verdicts[i] = v
+    return AggregateResult(inner.rule, inner.delta, verdicts, inner.digest)
 
 
 def run_simulation(
@@ -257,16 +305,35 @@ def run_simulation(
         round_rng = np.random.Generator(np.random.PCG64([cfg.seed, rnd]))
         sampled = sorted(round_rng.choice(cfg.clients, cfg.per_round, replace=False).tolist())
         honest_ids = [c for c in sampled if c not in malicious]
-        bad_ids = [c for c in sampled if c in malicious]
+        bad_ids = [c for c in sampled if c in malicious and cfg.attack != ABSENT]
+        if cfg.attack == ABSENT:
+            sampled = [c for c in sampled if c not in malicious]
         updates: list[Update] = []
         blobs.clear()
         is_bad: list[bool] = []
 
+        pol = None
+        if cfg.pol != "off":
+            pol = PolRound(cfg.pol, k=cfg.pol_k, seed=cfg.seed, rnd=rnd, model_id=model_id,
+                           model_config=cfg.model_config, global_state=global_state,
+                           device=device)  # fmt: skip
+        entries: list[PolEntry] = []  # aligned with ``updates`` when PoL is on
+        last: list[PolEntry] = []  # the transcript of the latest train_client call
+
         def train_client(
-            ds: Dataset, client: int, start: StateDict = global_state, rnd: int = rnd
+            ds: Dataset,
+            client: int,
+            start: StateDict = global_state,
+            rnd: int = rnd,
+            pol: PolRound | None = pol,
+            last: list[PolEntry] = last,
         ) -> npt.NDArray[np.float32]:
-            net.load_state_dict(start)
             tcfg = dataclasses.replace(cfg.train, seed=_client_seed(cfg.seed, rnd, client))
+            if pol is not None:
+                flat, entry = pol.train(net, ds, tcfg)
+                last[:] = [entry]
+                return flat
+            net.load_state_dict(start)
             res = train_local(net, ds, tcfg, device)
             return flatten(res.state)
 
@@ -280,14 +347,17 @@ def run_simulation(
             for c in honest_ids:
                 delta = quantize(train_client(client_data[c], c)) - global_q
                 updates.append(submit(delta, c, rnd, True))
+                entries.extend(last)
                 is_bad.append(False)
                 honest_float.append(dequantize(updates[-1].delta))
             for c in bad_ids:
                 assert cfg.attack is not None
                 own = None
+                ds = flipped.get(c, client_data[c])
                 if needs_own_training(cfg.attack):
-                    ds = flipped.get(c, client_data[c])
                     own = dequantize(quantize(train_client(ds, c)) - global_q)
+                elif pol is not None:
+                    train_client(ds, c)  # a transcript to forge from: honest training
                 ctx = AttackContext(
                     honest_float, own, len(sampled), len(bad_ids),
                     np.random.Generator(np.random.PCG64([cfg.seed, rnd, c])), cfg.attack_params,
@@ -295,11 +365,25 @@ def run_simulation(
                 delta = quantize(
                     np.clip(craft(cfg.attack, ctx), -60000.0, 60000.0).astype(np.float32)
                 )
+                if pol is not None and cfg.attack != "label_flip":
+                    # the update is the transcript's final weights: forge them
+                    final = unflatten(dequantize(global_q + delta), template)
+                    entries.append(pol.forge(last[0], final))
+                    delta = quantize(flatten(final)) - global_q
+                else:
+                    entries.extend(last)
                 updates.append(submit(delta, c, rnd, False))
                 is_bad.append(True)
         t_train = time.perf_counter() - t0
 
         t1 = time.perf_counter()
+        pol_reasons: dict[int, str] = {}  # update index -> PoL rejection reason
+        if pol is not None:
+            for i, (entry, c) in enumerate(zip(entries, honest_ids + bad_ids, strict=True)):
+                verdict = pol.verify(entry, c)
+                if not verdict.ok:
+                    pol_reasons[i] = pol_code(verdict)
+        t_pol = time.perf_counter() - t1 if pol is not None else 0.0
         ids = [u.id for u in updates]
         if len(set(ids)) != len(ids):
             # Identical crafted deltas: make the ids unique, as the CIDs of distinct submissions are.
@@ -308,7 +392,9 @@ def run_simulation(
                 for i, u in enumerate(updates)
             ]
         rule = "fedavg" if cfg.centralized else cfg.rule
-        if priv is not None:
+        if not updates:  # every sampled client was absent: the global model stays
+            result = _no_change(rule, global_q, [])
+        elif priv is not None:
             result = priv.aggregate(updates, blobs)
         else:
             round_ctx = screen_ctx
@@ -318,9 +404,14 @@ def run_simulation(
                 round_ctx = dataclasses.replace(
                     screen_ctx, validation=val_loss, label_directions=val_loss.label_directions
                 )
-            result = aggregate(rule, updates, cfg.rule_params, round_ctx)
+            result = _aggregate_valid(rule, updates, pol_reasons, cfg.rule_params, round_ctx)
         if on_updates is not None:
-            on_updates(RoundUpdates(rnd + 1, global_q, updates, is_bad, result))
+            keep = [i for i in range(len(updates)) if i not in pol_reasons]
+            screened = AggregateResult(
+                result.rule, result.delta, [result.verdicts[i] for i in keep], result.digest
+            )
+            on_updates(RoundUpdates(rnd + 1, global_q, [updates[i] for i in keep],
+                                    [is_bad[i] for i in keep], screened))  # fmt: skip
         global_q = quantize(dequantize(apply_delta(global_q, result.delta)))
         global_state = unflatten(dequantize(global_q), template)
         t_agg = time.perf_counter() - t1
@@ -349,7 +440,8 @@ def run_simulation(
             honest_rejected=sum(r and not b for r, b in zip(rejected, is_bad, strict=True)),
             seconds=time.perf_counter() - t0,
             train_seconds=t_train,
-            aggregate_seconds=t_agg,
+            aggregate_seconds=t_agg - t_pol,
+            pol_seconds=t_pol,
             reasons=reasons,
         )
         if priv is not None:

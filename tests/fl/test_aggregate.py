@@ -542,6 +542,31 @@ def test_a_majority_the_validation_check_rejects_leaves_the_reference_to_the_res
     assert not any(vd.accepted for vd in seeing[4:])
 
 
+def test_updates_the_validation_check_rejects_leave_the_size_medians() -> None:
+    # Prepare: four honest updates, a fifth honest one 7/100 of their size (a client whose
+    # data the model already fits), and five poisoned ones three times their size, as late
+    # label flips are; the validation oracle sees the poison
+    rng = np.random.default_rng(22)
+    honest = _honest(rng, 5)
+    honest[4] = (honest[4] * 7) // 100
+    shift = np.int64(1 << 18)
+    bad = [3 * u + shift for u in _honest(rng, 5)]
+
+    def loss(delta: np.ndarray) -> int:
+        return 2 * VAL_ONE + max(0, int(delta.mean())) * 65536
+
+    # Execute
+    blind = screen([*honest, *bad], list(range(10)))
+    seeing = screen([*honest, *bad], list(range(10)), context=ScreenContext(validation=loss))
+    # Assert: against the median of all ten the small update made no progress; with the
+    # poisoned five out of the size medians it is one of five honest updates (ADR 0409)
+    assert blind[4].reason == "no_progress"
+    assert [vd.reason for vd in seeing[:5]] == ["ok"] * 5
+    assert not any(vd.accepted for vd in seeing[5:])
+    # the lift is the only change: the small update alone, with no poison, passes too
+    assert screen(honest, list(range(5)))[4].accepted
+
+
 @pytest.mark.parametrize(("rise", "accepted"), [(1344861634, True), (1344861635, False)])
 def test_validation_threshold_is_exact(rise: int, accepted: bool) -> None:
     # base 10 nats: threshold 1/2 * 10 + 1/100 = 5.01 nats = 1344861634.56 units

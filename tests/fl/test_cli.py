@@ -47,3 +47,16 @@ def test_simulate_bad_input_is_a_clear_error(tmp_path: object) -> None:
     assert res.exit_code == 2 and "unknown attack" in res.output
     res = runner.invoke(app, [*ARGS, "--rule", "nope"])
     assert res.exit_code == 2 and "unknown aggregation rule" in res.output
+    res = runner.invoke(app, [*ARGS, "--pol", "sometimes"])
+    assert res.exit_code == 2 and "pol must be one of" in res.output
+
+
+def test_simulate_with_pol_reports_pol_rejections() -> None:
+    res = runner.invoke(
+        app, [*ARGS, "--attack", "scaling", "--malicious", "0.3", "--pol", "replay", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["config"]["pol"] == "replay" and out["poisoned_rejected_fraction"] == 1.0
+    rejected = [r["reasons"] for r in out["rounds"]]
+    assert all(set(r) <= {"pol_replay_mismatch"} for r in rejected) and any(rejected)

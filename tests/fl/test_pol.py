@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -44,13 +43,7 @@ from ledger.merkle import leaf_hash, merkle_proof
 DIGITS = load_digits()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    # Tiny models: a second intra-op thread only adds contention on the 2-core CI machines.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SMALL = DIGITS.subset(np.arange(240))
