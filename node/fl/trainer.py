@@ -257,6 +257,8 @@ class TrainerService:
     async def _transform(self, task_id: int, task: TaskState) -> Any:
         """DP noise and (evaluation only) the configured attack, or None for a plain update."""
         spec, attack = task.spec, self.cfg.attack
+        if attack == "label_flip":
+            attack = ""  # the poison is in the data (node.fl.data.local_dataset), not the update
         if spec.uses_he:
             return await self.he().transform(task_id, task, len(self.dataset))
         if spec.privacy not in ("dp", "dp+he") and not attack:

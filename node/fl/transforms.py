@@ -5,7 +5,8 @@ Attacks exist to measure the chain's defences (`trainer.attack` in config.toml, 
 default); under PoL the transcript stays the honest one, so the verifier sees an update the
 recorded training did not produce. ``alie``/``ipm`` use the honest updates of the round that
 were already committed (in a plaintext task they are public content), as a real attacker
-watching the chain could.
+watching the chain could. ``label_flip`` is no transform: the poison is in the data, which
+``node.fl.data.local_dataset`` flips at load, so the trainer's transcript is genuine.
 """
 
 from __future__ import annotations

@@ -115,3 +115,27 @@ def test_screen_context_reads_the_tasks_validation_set(global_model: tuple[bytes
     with pytest.raises(DatasetError, match="label outside"):
         bad = digits.subset(np.arange(5))
         screen_context("mlp", {"num_classes": 3}, TASK.train, validation_to_bytes(bad), gbytes)
+
+
+def test_a_label_flipper_trains_on_flipped_labels_and_its_transcript_is_genuine(
+        global_model: tuple[bytes, bytes]) -> None:
+    # Prepare: the same part of the data for an honest trainer and a flipper (evaluation only)
+    honest = local_dataset(part(0))
+    flipped = local_dataset(TrainerConfig(dataset="digits", partition_index=0,
+                                          partition_count=4, attack="label_flip"))
+    gbytes, gcid = global_model
+    round_id = hashlib.sha256(b"chain/1/2").digest()
+    seed = hashlib.sha256(b"later block").digest()
+
+    # Execute
+    o = train_round(TASK, gbytes, gcid, flipped, round_id, CHUNK, "cpu")
+    rcid, rsink = reveal_for(o.transcript, flipped, seed, CHUNK)
+    v = verify_submission(TASK, o.transcript_cid, PrefetchedSink({**o.sink.objects,
+                                                                  **rsink.objects}),
+                          seed=seed, policy="replay", global_cid=gcid, round_id=round_id,
+                          update_cid=o.update_cid, reveal_cid=rcid, data_root=o.data_root,
+                          samples=o.samples)
+
+    # Assert: the same samples with y -> 9 - y, and PoL passes it (the screen's job)
+    assert (flipped.x == honest.x).all() and (flipped.y == 9 - honest.y).all()
+    assert v.ok, v.reason
